@@ -1,0 +1,298 @@
+"""What every provider module implements: a sans-IO venue and its per-connection session.
+
+A provider is two pure state machines and no I/O:
+
+- :class:`Venue`, one per provider per process: symbol spelling and validation, which
+  venue streams a subscription needs, connection limits and timings, and the state
+  shared by all its connections (the :class:`Sequencer` that de-duplicates the
+  overlap of a rollover and spots id gaps across reconnects).
+- :class:`Session`, one per physical connection: the URL and headers to open it with,
+  control frames to send (``outbox``), REST requests it needs (``requests``), and
+  ``feed()`` which turns one received frame into a list of :class:`StreamMessage`.
+
+The shared runner (:mod:`wrdata.streaming.runner`) does all the I/O for WebSocket
+venues. The rebuild path (:mod:`wrdata.capture.rebuild`) drives the same sessions from
+recorded ``raw`` rows, so a session's output must depend only on the frames it was
+fed (received frames, REST responses) and the venue's instrument list, never on the
+wall clock or on what the caller subscribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Hashable, Iterable
+
+from ..channels import Channel
+from ..message import StreamMessage, status_message
+
+log = logging.getLogger("wrdata.streaming")
+
+
+class ProviderError(Exception):
+    """Base class for errors a provider reports to the caller."""
+
+
+class UnknownSymbolError(ProviderError, ValueError):
+    pass
+
+
+class UnsupportedChannelError(ProviderError, ValueError):
+    pass
+
+
+class AuthenticationError(ProviderError):
+    """Credentials were missing or the venue rejected them; retrying will not help."""
+
+
+class SubscriptionError(ProviderError):
+    pass
+
+
+class ConfigurationError(ProviderError, ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """A REST call a venue or session needs; the runner performs it and hands back the body."""
+
+    url: str
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    purpose: str = ""
+    context: Any = None
+
+    @property
+    def full_url(self) -> str:
+        if not self.params:
+            return self.url
+        from urllib.parse import urlencode
+
+        return f"{self.url}?{urlencode(self.params)}"
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Sequencer:
+    """Monotonic venue ids per stream, across all connections of one provider.
+
+    ``accept(key, first, last)`` is called with the id range an event covers (a trade:
+    ``first == last == trade id``; a diff-depth event: ``U``, ``u``). It returns
+    ``(False, None)`` for an event already delivered (the overlap of a rollover, or a
+    replayed snapshot), else ``(True, gap)`` where ``gap`` is ``(first_missing,
+    last_missing)`` when ids were skipped and ``consecutive`` says ids are dense.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last: dict[Hashable, int] = {}
+
+    def accept(self, key: Hashable, first: int, last: int, consecutive: bool = True) -> tuple[bool, tuple[int, int] | None]:
+        prev = self.last.get(key)
+        if prev is None:
+            self.last[key] = last
+            return True, None
+        if last <= prev:
+            return False, None
+        self.last[key] = last
+        if consecutive and first > prev + 1:
+            return True, (prev + 1, first - 1)
+        return True, None
+
+    def reset(self, key: Hashable) -> None:
+        self.last.pop(key, None)
+
+
+class Venue:
+    """Sans-IO description of one provider. Subclass per venue."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    #: environment variables holding credentials, by credential name
+    credential_env: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: stock providers take plain tickers like AAPL (routing order: alpaca, polygon, finnhub, ibkr)
+    stock: ClassVar[bool] = False
+    #: bar intervals the venue streams itself; others are built from trades
+    native_bars: ClassVar[frozenset[str]] = frozenset()
+    #: kinds the venue offers at all
+    kinds: ClassVar[frozenset[str]] = frozenset({"trade", "quote", "bar", "book"})
+
+    # Limits and timings. All are instance attributes so tests and users can shorten them
+    # (``DataStream(options={"binance": {"lifetime": 5}})``).
+    max_streams_per_conn: int = 1024
+    control_interval: float = 0.25  # seconds between control frames we send
+    lifetime: float | None = None  # open a replacement connection after this many seconds
+    rollover_overlap: float = 2.0  # keep the old connection this long after the new one is ready
+    keepalive_interval: float | None = None  # application-level ping
+    ws_ping_interval: float | None = 20.0  # protocol pings from us (None: the venue pings us)
+    silence_timeout: float = 30.0  # no frame at all for this long: the connection is dead
+    connect_timeout: float = 10.0
+    ready_timeout: float = 15.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_frame_size: int = 64 * 1024 * 1024
+    rest_timeout: float = 10.0
+
+    def __init__(
+        self,
+        url: str | None = None,
+        rest_url: str | None = None,
+        credentials: dict[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        self.url = (url or self.default_url).rstrip("/")
+        self.rest_url = (rest_url or self.derive_rest_url(self.url)).rstrip("/")
+        self.credentials = self.find_credentials(credentials or {})
+        for k, v in options.items():
+            if not hasattr(self, k) or k.startswith("_"):
+                raise ConfigurationError(f"{self.name}: unknown option {k!r}")
+            setattr(self, k, v)
+        self.sequencer = Sequencer()
+        self.instruments: dict[str, Any] | None = None
+
+    # -- configuration -------------------------------------------------------------
+    @classmethod
+    def find_credentials(cls, given: dict[str, str]) -> dict[str, str]:
+        found = {k: v for k, v in given.items() if v}
+        for key, names in cls.credential_env.items():
+            if key not in found:
+                for n in names:
+                    if os.environ.get(n):
+                        found[key] = os.environ[n]
+                        break
+        return found
+
+    @classmethod
+    def has_credentials(cls, given: dict[str, str] | None = None) -> bool:
+        need = cls.credential_env.keys()
+        have = cls.find_credentials(given or {})
+        return all(k in have for k in need)
+
+    @staticmethod
+    def derive_rest_url(ws_url: str) -> str:
+        """Same host and port, http(s): what the simulators serve and tests rely on."""
+        from urllib.parse import urlsplit
+
+        u = urlsplit(ws_url)
+        scheme = "https" if u.scheme == "wss" else "http"
+        return f"{scheme}://{u.netloc}"
+
+    def describe(self) -> str:
+        """For logs: never includes credentials."""
+        return f"{self.name} at {self.url}"
+
+    # -- symbols ---------------------------------------------------------------------
+    @classmethod
+    def claims(cls, symbol: str) -> bool:
+        """Does a bare symbol of this shape belong to this venue?"""
+        return False
+
+    def venue_symbol(self, symbol: str) -> str:
+        """The venue's own spelling of a user's symbol (``XBT/USD`` → ``BTC/USD``)."""
+        return symbol
+
+    def instruments_request(self) -> HttpRequest | None:
+        """REST call listing the venue's instruments (None: cannot validate up front)."""
+        return None
+
+    def load_instruments(self, response: HttpResponse) -> dict[str, Any]:
+        """Parse the instrument list into {venue symbol: info}."""
+        raise NotImplementedError
+
+    def unknown_symbol(self, symbol: str) -> UnknownSymbolError:
+        hint = ""
+        if self.instruments:
+            import difflib
+
+            close = difflib.get_close_matches(symbol, list(self.instruments), n=3)
+            if close:
+                hint = f" (did you mean {', '.join(close)}?)"
+        return UnknownSymbolError(f"{self.name}: unknown symbol {symbol!r}{hint}")
+
+    # -- subscriptions -----------------------------------------------------------------
+    def check_channel(self, channel: Channel) -> None:
+        if channel.message_kind not in self.kinds:
+            raise UnsupportedChannelError(f"{self.name} has no {channel.kind} stream")
+
+    def derives_bars(self, channel: Channel) -> bool:
+        return channel.kind == "bar" and channel.interval not in self.native_bars
+
+    def streams(self, symbol: str, channel: Channel) -> list[Hashable]:
+        """Venue streams (the unit of venue subscription and ref-counting) for one channel."""
+        raise NotImplementedError
+
+    def session(self, conn: int, streams: list[Hashable]) -> "Session":
+        raise NotImplementedError
+
+    def connection_streams(self) -> list[Hashable]:
+        """Streams every connection carries regardless of subscriptions (e.g. heartbeats)."""
+        return []
+
+
+class Session:
+    """One physical connection's protocol state. Subclass per venue."""
+
+    def __init__(self, venue: Venue, conn: int, streams: Iterable[Hashable] = ()) -> None:
+        self.venue = venue
+        self.provider = venue.name
+        self.conn = conn
+        self.streams: set[Hashable] = set(streams)
+        self.outbox: list[str | bytes] = []
+        self.requests: list[HttpRequest] = []
+        self.ready = False
+        self.fatal: Exception | None = None
+        self.bad_frames = 0
+        self._bad_kinds: set[str] = set()
+
+    # connection setup
+    def url(self) -> str:
+        return self.venue.url
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def on_open(self, ts_recv: int) -> list[StreamMessage]:
+        """The socket is open: queue authentication / subscription frames."""
+        return []
+
+    # data
+    def feed(self, payload: bytes, ts_recv: int, seq: int) -> list[StreamMessage]:
+        raise NotImplementedError
+
+    def on_response(self, request: HttpRequest, response: HttpResponse, ts_recv: int, seq: int) -> list[StreamMessage]:
+        return []
+
+    # subscription changes on an open connection
+    def add(self, streams: list[Hashable]) -> None:
+        raise NotImplementedError
+
+    def remove(self, streams: list[Hashable]) -> None:
+        raise NotImplementedError
+
+    def keepalive(self) -> str | bytes | None:
+        """An application-level ping frame, if the venue wants one."""
+        return None
+
+    def on_close(self, code: int | None, reason: str) -> Exception | None:
+        """Map a close the venue initiated to a fatal error (None: just reconnect)."""
+        return None
+
+    # helpers for subclasses
+    def bad_frame(self, kind: str, payload: bytes, ts_recv: int, seq: int, err: Exception | str) -> list[StreamMessage]:
+        """Count a frame that could not be parsed; log once per kind; report as an error event.
+
+        The frame itself is already in ``raw``: nothing received is lost.
+        """
+        self.bad_frames += 1
+        if kind not in self._bad_kinds:
+            self._bad_kinds.add(kind)
+            log.warning("%s conn %d: cannot parse %s frame (%s): %.200r", self.provider, self.conn, kind, err, payload)
+        return [status_message(self.provider, "error", ts_recv, f"bad frame ({kind}): {err}"[:300], conn=self.conn, seq=seq)]
