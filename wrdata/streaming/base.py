@@ -176,8 +176,7 @@ class Venue:
         have = cls.find_credentials(given or {})
         return all(k in have for k in need)
 
-    @staticmethod
-    def derive_rest_url(ws_url: str) -> str:
+    def derive_rest_url(self, ws_url: str) -> str:
         """Same host and port, http(s): what the simulators serve and tests rely on."""
         from urllib.parse import urlsplit
 
@@ -229,12 +228,18 @@ class Venue:
         """Venue streams (the unit of venue subscription and ref-counting) for one channel."""
         raise NotImplementedError
 
+    def stream_target(self, stream: Hashable) -> tuple[str | None, str | None]:
+        """(symbol, channel route) a venue stream feeds; used to address gap events."""
+        raise NotImplementedError
+
     def session(self, conn: int, streams: list[Hashable]) -> "Session":
         raise NotImplementedError
 
-    def connection_streams(self) -> list[Hashable]:
-        """Streams every connection carries regardless of subscriptions (e.g. heartbeats)."""
-        return []
+    def client(self, sink, raw_sink=None, on_fatal=None, transport: str | None = None):
+        """The I/O side for this venue: the shared WebSocket runner unless the venue has its own."""
+        from .runner import WsClient
+
+        return WsClient(self, sink, raw_sink, on_fatal, transport)
 
 
 class Session:
@@ -249,6 +254,9 @@ class Session:
         self.requests: list[HttpRequest] = []
         self.ready = False
         self.fatal: Exception | None = None
+        #: set when the venue asks us to move (e.g. a shutdown notice): the runner opens a
+        #: replacement connection and switches over without a gap, as for a rollover
+        self.replace_requested: str | None = None
         self.bad_frames = 0
         self._bad_kinds: set[str] = set()
 

@@ -1,0 +1,115 @@
+"""Bars built from trades, for intervals a venue does not stream (Coinbase: 5m only).
+
+One builder per (provider, symbol, interval) sits behind the trade route. Every trade
+updates the open bar and emits it (``closed=False``), like a venue's kline updates; the
+bar is emitted once more with ``closed=True`` when a trade of a later interval arrives
+or when the clock passes the interval's end plus ``grace`` (so a quiet market still
+closes its bars). ``ts_event`` of a bar is its start time, for venue and derived bars
+alike; ``derived=True`` marks these.
+
+Replay drives the same builder with the recording's trades and its virtual clock, so
+derived bars replay exactly as they were built live.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+from ..channels import interval_ns
+from ..message import StreamMessage
+
+
+def bucket_start(ts: int, interval: str) -> tuple[int, int]:
+    """(start, end) in ns of the interval containing ``ts``; months are calendar months (UTC)."""
+    if interval.endswith("M"):
+        n = int(interval[:-1])
+        d = datetime.fromtimestamp(ts / 1e9, tz=timezone.utc)
+        m0 = (d.year * 12 + d.month - 1) // n * n
+        y, m = divmod(m0, 12)
+        start = datetime(y, m + 1, 1, tzinfo=timezone.utc)
+        y2, m2 = divmod(m0 + n, 12)
+        end = datetime(y2, m2 + 1, 1, tzinfo=timezone.utc)
+        return int(start.timestamp()) * 1_000_000_000, int(end.timestamp()) * 1_000_000_000
+    size = interval_ns(interval)
+    if interval.endswith("w"):  # weeks start on Monday, as venues count them (the epoch was a Thursday)
+        off = 4 * 86_400_000_000_000
+        start = (ts - off) // size * size + off
+    else:
+        start = ts // size * size
+    return start, start + size
+
+
+class BarBuilder:
+    """Trades in, bars of one interval out."""
+
+    __slots__ = ("interval", "channel", "grace_ns", "consumers", "start", "end", "o", "h", "l", "c", "v", "last", "closed")
+
+    def __init__(self, interval: str, grace: float = 0.0) -> None:
+        self.interval = interval
+        self.channel = f"bar:{interval}"
+        self.grace_ns = int(grace * 1e9)
+        self.consumers: list[Callable[[StreamMessage], None]] = []
+        self.start = self.end = 0
+        self.o = self.h = self.l = self.c = self.v = 0.0
+        self.last: StreamMessage | None = None
+        self.closed = True
+
+    def on_message(self, t: StreamMessage) -> None:
+        if t.kind != "trade" or t.price is None:
+            return
+        ts = t.ts_event if t.ts_event is not None else t.ts_recv
+        p = t.price
+        if not self.closed:
+            if ts < self.start:
+                return  # a late trade from before the open bar
+            if ts < self.end:
+                if p > self.h:
+                    self.h = p
+                if p < self.l:
+                    self.l = p
+                self.c = p
+                self.v += t.size or 0.0
+                self._emit(t, closed=False)
+                return
+            self._emit(t, closed=True)  # the trade that proves the bar is over
+        start, end = bucket_start(ts, self.interval)
+        if start < self.end:
+            return  # belongs to a bar already closed: it cannot reopen it
+        self.start, self.end = start, end
+        self.o = self.h = self.l = self.c = p
+        self.v = t.size or 0.0
+        self.closed = False
+        self._emit(t, closed=False)
+
+    def on_time(self, now_ns: int) -> None:
+        """Close the open bar once the clock is past its end (plus grace)."""
+        if not self.closed and self.last is not None and now_ns >= self.end + self.grace_ns:
+            self._emit(self.last, closed=True, ts_recv=now_ns)
+
+    def _emit(self, t: StreamMessage, closed: bool, ts_recv: int | None = None) -> None:
+        msg = StreamMessage(
+            provider=t.provider,
+            symbol=t.symbol,
+            kind="bar",
+            ts_recv=t.ts_recv if ts_recv is None else ts_recv,
+            ts_event=self.start,
+            conn=t.conn,
+            seq=t.seq,
+            idx=t.idx,
+            source=t.source,
+            channel=self.channel,
+            open=self.o,
+            high=self.h,
+            low=self.l,
+            close=self.c,
+            size=self.v,
+            interval=self.interval,
+            closed=closed,
+            derived=True,
+        )
+        self.last = t
+        if closed:
+            self.closed = True
+        for put in self.consumers:
+            put(msg)

@@ -1,0 +1,71 @@
+"""Drive a venue's sessions from recorded ``raw`` rows, without any I/O.
+
+This is the live code path minus the sockets: received frames go to the session of
+their connection, REST responses to the request the session made, the runner's status
+events pass through as they were. Rebuilding the normalized tables from ``raw`` and
+testing parsers on real recorded frames both use it, so neither has a parser of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Hashable
+
+import msgspec
+
+from ..message import StreamMessage
+from .base import HttpRequest, HttpResponse, Session, Venue
+
+log = logging.getLogger("wrdata.streaming.driver")
+
+_decode_event = msgspec.json.Decoder(StreamMessage).decode
+
+
+class RawDriver:
+    def __init__(self, venue: Venue) -> None:
+        self.venue = venue
+        self.sessions: dict[int, Session] = {}
+        self.pending: dict[int, list[HttpRequest]] = {}
+
+    def session(self, conn: int, streams: list[Hashable] | None = None) -> Session:
+        s = self.sessions.get(conn)
+        if s is None:
+            s = self.sessions[conn] = self.venue.session(conn, streams or [])
+            s.on_open(0)
+        return s
+
+    def feed(
+        self, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None
+    ) -> list[StreamMessage]:
+        if direction == "in":
+            s = self.session(conn)
+            out = s.feed(payload, ts_recv, seq)
+            self._collect(conn, s)
+            return out
+        if direction == "rest":
+            resp = HttpResponse(200 if status is None else status, payload)
+            if conn == 0:
+                req = self.venue.instruments_request()
+                if req is not None and url.split("?")[0] == req.url.split("?")[0] and resp.status == 200:
+                    self.venue.instruments = self.venue.load_instruments(resp)
+                return []
+            s = self.session(conn)
+            self._collect(conn, s)
+            reqs = self.pending.get(conn, [])
+            for i, req in enumerate(reqs):
+                if req.full_url == url:
+                    del reqs[i]
+                    out = s.on_response(req, resp, ts_recv, seq)
+                    self._collect(conn, s)
+                    return out
+            log.debug("conn %d: REST response for %s matches no request of the session", conn, url)
+            return []
+        if direction == "event":
+            return [_decode_event(payload)]
+        return []  # frames we sent change nothing on the receiving side
+
+    def _collect(self, conn: int, s: Session) -> None:
+        if s.requests:
+            self.pending.setdefault(conn, []).extend(s.requests)
+            s.requests.clear()
+        s.outbox.clear()

@@ -1,0 +1,204 @@
+"""Fan-out: routing messages to consumers, with bounded queues and shared stages.
+
+The hub is the same live and in replay: a source (the live
+:class:`~wrdata.streaming.manager.StreamManager` or a replay source) publishes venue
+messages; the hub routes each by ``(provider, symbol, channel)`` to consumer queues and
+to shared stages (book views, derived bars) that emit into consumer queues.
+
+A consumer's queue is bounded (10,000 by default) and drops the *oldest* message when
+full; the consumer then receives an ``overflow`` status event with the number dropped,
+and the hub's ``on_overflow`` hook (metrics, logs) is told. Memory stays bounded no
+matter how slow a consumer is, and a lagging consumer is visible, not silently late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Callable, Hashable
+
+from ..message import StreamMessage, status_message
+
+log = logging.getLogger("wrdata.streaming.hub")
+
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+class ConsumerClosed(Exception):
+    pass
+
+
+class Consumer:
+    """One reader's bounded queue (an async iterator of messages)."""
+
+    __slots__ = (
+        "maxsize", "include_status", "queue", "waiter", "dropped", "dropped_pending", "error", "finished",
+        "on_overflow", "providers", "symbols", "_overflowing", "label",
+    )
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, include_status: bool = False, label: str = "") -> None:
+        if maxsize <= 0:
+            raise ValueError("queue size must be positive")
+        self.maxsize = maxsize
+        self.include_status = include_status
+        self.queue: deque[StreamMessage] = deque()
+        self.waiter: asyncio.Future | None = None
+        self.dropped = 0  # total over the consumer's life
+        self.dropped_pending = 0  # not yet reported to the reader
+        self.error: BaseException | None = None
+        self.finished = False
+        self.on_overflow: Callable[[Consumer, StreamMessage], None] | None = None
+        self.providers: set[str] = set()
+        self.symbols: set[tuple[str, str]] = set()
+        self._overflowing = False
+        self.label = label
+
+    def put(self, msg: StreamMessage) -> None:
+        q = self.queue
+        if len(q) >= self.maxsize:
+            dropped = q.popleft()
+            self.dropped += 1
+            self.dropped_pending += 1
+            if not self._overflowing:
+                self._overflowing = True
+                if self.on_overflow is not None:
+                    self.on_overflow(self, dropped)
+        q.append(msg)
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def put_status(self, msg: StreamMessage) -> None:
+        if self.include_status:
+            self.put(msg)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """No more messages will come: the reader ends (or raises ``error``) once drained."""
+        if error is not None and self.error is None:
+            self.error = error
+        self.finished = True
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _overflow_event(self) -> StreamMessage:
+        n = self.dropped_pending
+        self.dropped_pending = 0
+        self._overflowing = False
+        head = self.queue[0] if self.queue else None
+        return status_message(
+            head.provider if head else next(iter(self.providers), "wrdata"),
+            "overflow",
+            head.ts_recv if head else 0,
+            f"consumer fell behind: {n} oldest messages dropped (queue size {self.maxsize})",
+            dropped=n,
+        )
+
+    def get_nowait(self) -> StreamMessage | None:
+        if self.dropped_pending and self.include_status:
+            return self._overflow_event()
+        if self.queue:
+            return self.queue.popleft()
+        return None
+
+    def __aiter__(self) -> "Consumer":
+        return self
+
+    async def __anext__(self) -> StreamMessage:
+        while True:
+            if self.dropped_pending:
+                ev = self._overflow_event()
+                if self.include_status:
+                    return ev
+            if self.queue:
+                return self.queue.popleft()
+            if self.error is not None:
+                raise self.error
+            if self.finished:
+                raise StopAsyncIteration
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+
+class Hub:
+    """Routes published messages to consumers and stages."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str | None, str | None], list[Callable[[StreamMessage], None]]] = {}
+        self.stages: dict[Hashable, object] = {}
+        self.consumers: set[Consumer] = set()
+        self.timed: list = []  # stages with on_time(now_ns): derived bars
+        self.overflows = 0
+        self.on_overflow_hooks: list[Callable[[Consumer, StreamMessage], None]] = []
+
+    # -- wiring ----------------------------------------------------------------------
+    def attach(self, key: tuple[str, str | None, str | None], put: Callable[[StreamMessage], None]) -> None:
+        self.routes.setdefault(key, []).append(put)
+
+    def detach(self, key: tuple[str, str | None, str | None], put: Callable[[StreamMessage], None]) -> None:
+        sinks = self.routes.get(key)
+        if sinks is None:
+            return
+        try:
+            sinks.remove(put)
+        except ValueError:
+            return
+        if not sinks:
+            del self.routes[key]
+
+    def register(self, consumer: Consumer) -> None:
+        if consumer not in self.consumers:
+            self.consumers.add(consumer)
+            consumer.on_overflow = self._overflowed
+
+    def unregister(self, consumer: Consumer) -> None:
+        self.consumers.discard(consumer)
+
+    def _overflowed(self, consumer: Consumer, dropped: StreamMessage) -> None:
+        self.overflows += 1
+        log.warning("consumer %s fell behind (queue of %d full): dropping oldest messages", consumer.label or id(consumer), consumer.maxsize)
+        for hook in self.on_overflow_hooks:
+            hook(consumer, dropped)
+
+    # -- the hot path ------------------------------------------------------------------
+    def publish(self, msgs: list[StreamMessage]) -> None:
+        routes = self.routes
+        for m in msgs:
+            if m.kind == "status":
+                self._status(m)
+                continue
+            sinks = routes.get((m.provider, m.symbol, m.channel))
+            if sinks is not None:
+                for put in sinks:
+                    put(m)
+
+    def _status(self, m: StreamMessage) -> None:
+        provider, symbol = m.provider, m.symbol
+        for c in self.consumers:
+            if not c.include_status or provider not in c.providers:
+                continue
+            if symbol is None or (provider, symbol) in c.symbols:
+                c.put(m)
+        if m.status == "gap" and symbol is not None:
+            # stages that keep state across messages must know their input has a hole
+            for key, stage in self.stages.items():
+                if key[1] == provider and key[2] == symbol and hasattr(stage, "on_gap"):
+                    stage.on_gap(m)
+
+    def tick(self, now_ns: int) -> None:
+        for stage in self.timed:
+            stage.on_time(now_ns)
+
+    def fail(self, provider: str, error: BaseException) -> None:
+        for c in list(self.consumers):
+            if provider in c.providers:
+                c.finish(error)
+
+    def finish_all(self) -> None:
+        for c in list(self.consumers):
+            c.finish()
