@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Hashable, Iterable
 
@@ -28,6 +29,13 @@ from ..channels import Channel
 from ..message import StreamMessage, status_message
 
 log = logging.getLogger("wrdata.streaming")
+
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|apikey|api_key|key|secret|signature|jwt|password)=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and recordings: credential-looking query values replaced."""
+    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 class ProviderError(Exception):
@@ -266,6 +274,18 @@ class Session:
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def redact(self, payload: bytes) -> bytes:
+        """What of a frame we send may be recorded in ``raw``.
+
+        Sessions that send credentials (auth messages, signed subscriptions) return the
+        frame with the secrets replaced; keys never reach a recording or a log.
+        """
+        return payload
+
+    def public_url(self) -> str:
+        """The connection URL as recorded and logged (no tokens)."""
+        return redact_url(self.url())
 
     def on_open(self, ts_recv: int) -> list[StreamMessage]:
         """The socket is open: queue authentication / subscription frames."""

@@ -14,7 +14,7 @@ from typing import Hashable
 import msgspec
 
 from ..message import StreamMessage
-from .base import HttpRequest, HttpResponse, Session, Venue
+from .base import HttpRequest, HttpResponse, Session, Venue, redact_url
 
 log = logging.getLogger("wrdata.streaming.driver")
 
@@ -53,7 +53,7 @@ class RawDriver:
             self._collect(conn, s)
             reqs = self.pending.get(conn, [])
             for i, req in enumerate(reqs):
-                if req.full_url == url:
+                if redact_url(req.full_url) == url:
                     del reqs[i]
                     out = s.on_response(req, resp, ts_recv, seq)
                     self._collect(conn, s)

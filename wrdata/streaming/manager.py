@@ -274,6 +274,9 @@ class StreamManager(Source):
         known = await self.instruments(provider)
         if known is not None and symbol not in known:
             raise self.venue(provider).unknown_symbol(symbol)
+        check = getattr(self.client(provider), "validate_symbol", None)
+        if check is not None:  # clients that look symbols up one by one (IBKR contract details)
+            await check(symbol)
 
     async def acquire(self, provider: str, symbol: str, channel: Channel) -> None:
         venue = self.venue(provider)

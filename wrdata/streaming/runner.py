@@ -37,7 +37,7 @@ import msgspec
 
 from ..clock import recv_ns
 from ..message import StreamMessage, status_message
-from .base import HttpRequest, HttpResponse, Session, Venue
+from .base import HttpRequest, HttpResponse, Session, Venue, redact_url
 from .http import fetch
 from .transport import TransportClosed, transport_class
 
@@ -70,7 +70,7 @@ class Link:
         self.conn = next_conn_id()
         self.session: Session = client.venue.session(self.conn, list(streams))
         self.transport = None
-        self.url = self.session.url()
+        self.url = self.session.public_url()  # what raw rows and logs show; never a token
         self.seq = 0
         self.last_rx = 0
         self.opened_at = 0.0
@@ -114,9 +114,9 @@ class Link:
         return seq
 
     def send(self, data: str | bytes) -> None:
-        payload = data.encode() if isinstance(data, str) else data
         if self.raw is not None:
-            self.raw(self.provider, self.conn, self.next_seq(), recv_ns(), "out", self.url, payload)
+            payload = data.encode() if isinstance(data, str) else data
+            self.raw(self.provider, self.conn, self.next_seq(), recv_ns(), "out", self.url, self.session.redact(payload))
         self.transport.send(data)
 
     def event(self, status: str, reason: str | None = None, **fields) -> None:
@@ -182,7 +182,7 @@ class WsClient:
             conn, seq = 0, self.provider_seq
             self.provider_seq += 1
         if self.raw_sink is not None:
-            self.raw_sink(self.venue.name, conn, seq, ts, "rest", req.full_url, resp.body)
+            self.raw_sink(self.venue.name, conn, seq, ts, "rest", redact_url(req.full_url), resp.body)
         return resp, ts, seq
 
     # -- subscriptions -----------------------------------------------------------------
@@ -311,7 +311,7 @@ class WsClient:
         link = Link(self, slot, slot.streams)
         try:
             link.transport = await self.transport_cls.connect(
-                link.url,
+                link.session.url(),
                 link.on_frame,
                 link.on_activity,
                 headers=link.session.headers(),
@@ -502,5 +502,5 @@ async def _first(fut: asyncio.Future, coro) -> None:
 def _describe_error(e: BaseException) -> str:
     if isinstance(e, TransportClosed):
         return str(e)
-    text = str(e) or type(e).__name__
+    text = redact_url(str(e)) or type(e).__name__
     return f"{type(e).__name__}: {text}" if text != type(e).__name__ else text
