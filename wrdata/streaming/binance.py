@@ -191,7 +191,7 @@ class BinanceVenue(Venue):
             return "https://api.binance.com"
         if "stream.testnet.binance.vision" in ws_url:
             return "https://testnet.binance.vision"
-        return Venue.derive_rest_url(ws_url)
+        return super().derive_rest_url(ws_url)
 
     @classmethod
     def claims(cls, symbol: str) -> bool:
@@ -268,9 +268,10 @@ class BinanceSession(Session):
         self.initial = sorted(self.streams)
         self.next_id = 1
         self.pending_ids: dict[int, tuple[str, list[str]]] = {}
-        self.kinds: dict[str, tuple[str, str, str | None]] = {}
+        self.kinds: dict[bytes, tuple] = {}
         self.books: dict[str, _BookSync] = {}
         self.seqr = venue.sequencer
+        self.seq_last = venue.sequencer.last
 
     def url(self) -> str:
         base = self.venue.url
@@ -306,34 +307,44 @@ class BinanceSession(Session):
     # -- frames ------------------------------------------------------------------------
     def feed(self, payload: bytes, ts_recv: int, seq: int) -> list[StreamMessage]:
         if payload.startswith(_PREFIX):
-            end = payload.find(b'"', 11)
-            name = payload[11:end].decode()
-            kind = self.kinds.get(name)
-            if kind is None:
+            key = payload[11 : payload.find(b'"', 11)]
+            entry = self.kinds.get(key)
+            if entry is None:
+                entry = self._learn(key)
+            if entry is not None:
+                handler, decode, name, symbol, route = entry
                 try:
-                    kind = self.kinds[name] = _stream_kind(name)
-                except ValueError:
-                    kind = None
-            if kind is not None:
-                symbol, dkey, route = kind
-                try:
-                    frame = _DECODERS[dkey].decode(payload)
+                    frame = decode(payload)
                 except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    return self.bad_frame(dkey, payload, ts_recv, seq, e)
-                return getattr(self, "_" + dkey)(frame.data, name, symbol, route, ts_recv, seq)
+                    return self.bad_frame(name.partition("@")[2], payload, ts_recv, seq, e)
+                return handler(frame.data, name, symbol, route, ts_recv, seq)
         return self._other(payload, ts_recv, seq)
 
+    def _learn(self, key: bytes):
+        """First frame of a stream: pick its decoder and handler once (cached by name bytes)."""
+        name = key.decode(errors="replace")
+        try:
+            symbol, dkey, route = _stream_kind(name)
+        except ValueError:
+            return None
+        entry = self.kinds[key] = (getattr(self, "_" + dkey), _DECODERS[dkey].decode, name, symbol, route)
+        return entry
+
     def _trade(self, d: _Trade, name: str, symbol: str, route: str, ts: int, seq: int) -> list[StreamMessage]:
-        ok, gap = self.seqr.accept(name, d.t, d.t)
-        if not ok:
-            return []
+        # the Sequencer's accept(), inlined: this runs for every trade
+        last = self.seq_last
+        prev = last.get(name)
+        t = d.t
+        if prev is not None and t <= prev:
+            return []  # already delivered by another connection (rollover overlap)
+        last[name] = t
         msg = StreamMessage(
             provider="binance", symbol=d.s, kind="trade", ts_recv=ts, ts_event=d.T * _MS, conn=self.conn, seq=seq,
-            channel="trade", price=d.p, size=d.q, side="sell" if d.m else "buy", trade_id=d.t,
+            channel="trade", price=d.p, size=d.q, side="sell" if d.m else "buy", trade_id=t,
         )
-        if gap is None:
+        if prev is None or t == prev + 1:
             return [msg]
-        return [self._id_gap(d.s, "trade", gap, ts, seq, "trade ids skipped"), msg]
+        return [self._id_gap(d.s, "trade", (prev + 1, t - 1), ts, seq, "trade ids skipped"), msg]
 
     def _aggTrade(self, d: _AggTrade, name: str, symbol: str, route: str, ts: int, seq: int) -> list[StreamMessage]:
         ok, gap = self.seqr.accept(name, d.a, d.a)
