@@ -17,5 +17,10 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+# `wrdata sim <venue>`: the command lives with the simulators (wrdata/sim/cli.py)
+from .sim.cli import sim as _sim_command  # noqa: E402
+
+main.add_command(_sim_command)
+
 if __name__ == "__main__":
     main()

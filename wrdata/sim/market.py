@@ -80,6 +80,7 @@ __all__ = [
     "SymbolSpec",
     "SyntheticMarket",
     "Trade",
+    "bar_close_ns",
     "bar_open_ns",
     "interval_ns",
     "DEFAULT_SYMBOLS",
@@ -479,22 +480,27 @@ def _month_start_ns(index: int) -> int:
     return calendar.timegm((y, m + 1, 1, 0, 0, 0)) * NS
 
 
-def bar_open_ns(ts_ns: int, interval: str) -> int:
-    """Open time of the bar containing ``ts_ns`` (UTC; weeks open Monday, months on the 1st)."""
+def bar_open_ns(ts_ns: int, interval: str, tz_offset_ns: int = 0) -> int:
+    """Open time of the bar containing ``ts_ns`` (weeks open Monday, months on the 1st).
+
+    Boundaries are those of the time zone ``tz_offset_ns`` east of UTC (Binance's
+    ``@+08:00`` klines, ``timeZone=8``); the result is still epoch (UTC) ns.
+    """
+    local = ts_ns + tz_offset_ns
     if interval.endswith("M"):
         n = int(interval[:-1])
-        idx = _month_index(ts_ns)
-        return _month_start_ns(idx - idx % n)
+        idx = _month_index(local)
+        return _month_start_ns(idx - idx % n) - tz_offset_ns
     size = interval_ns(interval)
     if interval.endswith("w"):
-        return (ts_ns - _MONDAY_OFFSET_NS) // size * size + _MONDAY_OFFSET_NS
-    return ts_ns // size * size
+        return (local - _MONDAY_OFFSET_NS) // size * size + _MONDAY_OFFSET_NS - tz_offset_ns
+    return local // size * size - tz_offset_ns
 
 
-def bar_close_ns(open_ns: int, interval: str) -> int:
+def bar_close_ns(open_ns: int, interval: str, tz_offset_ns: int = 0) -> int:
     """Exclusive end of the bar that opens at ``open_ns``."""
     if interval.endswith("M"):
-        return _month_start_ns(_month_index(open_ns) + int(interval[:-1]))
+        return _month_start_ns(_month_index(open_ns + tz_offset_ns) + int(interval[:-1])) - tz_offset_ns
     return open_ns + interval_ns(interval)
 
 
@@ -506,26 +512,28 @@ class BarBuilder:
     ``current(now_ns)`` rolls to ``now_ns`` the same way and returns the open bar.
     """
 
-    def __init__(self, symbol: str, interval: str, last_price: int | None = None):
+    def __init__(self, symbol: str, interval: str, last_price: int | None = None, tz_offset_ns: int = 0):
         self.symbol = symbol
         self.interval = interval
         self.bar: Bar | None = None
         self.last_price = last_price
+        self.tz = tz_offset_ns
 
     def _roll(self, ts_ns: int) -> list[Bar]:
         closed: list[Bar] = []
         bar = self.bar
         if bar is not None and ts_ns < bar.close_ns:
             return closed
-        open_ns = bar_open_ns(ts_ns, self.interval)
+        iv, tz = self.interval, self.tz
+        open_ns = bar_open_ns(ts_ns, iv, tz)
         if bar is not None:
             closed.append(bar)
             # flat bars for empty intervals between the last bar and this one (venues emit them)
             t = bar.close_ns
             while t < open_ns and len(closed) < 10_000:
-                closed.append(Bar(self.symbol, self.interval, t, bar_close_ns(t, self.interval), self.last_price))
-                t = bar_close_ns(t, self.interval)
-        self.bar = Bar(self.symbol, self.interval, open_ns, bar_close_ns(open_ns, self.interval), self.last_price)
+                closed.append(Bar(self.symbol, iv, t, bar_close_ns(t, iv, tz), self.last_price))
+                t = bar_close_ns(t, iv, tz)
+        self.bar = Bar(self.symbol, iv, open_ns, bar_close_ns(open_ns, iv, tz), self.last_price)
         return closed
 
     def add(self, t: Trade) -> list[Bar]:
@@ -852,7 +860,13 @@ class SyntheticMarket:
         return out
 
     def bars(
-        self, symbol: str, interval: str, start_ns: int | None = None, end_ns: int | None = None, limit: int = 500
+        self,
+        symbol: str,
+        interval: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int = 500,
+        tz_offset_ns: int = 0,
     ) -> list[Bar]:
         """Bars of ``interval`` from the retained one-second bars, oldest first.
 
@@ -869,15 +883,15 @@ class SyntheticMarket:
         hi_ns = self._now_ns() if end_ns is None else end_ns
         if hi_ns < lo_ns:
             return []
-        first_open = bar_open_ns(lo_ns, interval)
-        last_open = bar_open_ns(hi_ns, interval)
+        first_open = bar_open_ns(lo_ns, interval, tz_offset_ns)
+        last_open = bar_open_ns(hi_ns, interval, tz_offset_ns)
         # walk the one-second bars between first_open and the end
         i = bisect.bisect_left(secs, first_open // NS)
         prev_close: int | None = st.sec_bars[secs[i - 1]].close if i > 0 else None
         out: list[Bar] = []
         open_ns = first_open
         while open_ns <= last_open:
-            close_ns = bar_close_ns(open_ns, interval)
+            close_ns = bar_close_ns(open_ns, interval, tz_offset_ns)
             bar = Bar(symbol, interval, open_ns, close_ns, prev_close)
             while i < len(secs) and secs[i] * NS < close_ns:
                 bar.merge(st.sec_bars[secs[i]])
