@@ -1,0 +1,232 @@
+"""The one filesystem layer every storage write goes through.
+
+Two halves:
+
+- the **journal** is always local: plain ``os`` calls on file descriptors, because the
+  journal needs ``O_APPEND`` writes, ``fsync``/``fdatasync``, ``ftruncate`` and ``flock``;
+- **sealed files** go to a :mod:`pyarrow.fs` filesystem (local, S3, GCS, ...). On a local
+  filesystem a file is written under a dot-prefixed temporary name, fsynced and renamed
+  into place (atomic); elsewhere it is uploaded under a temporary key and moved to its
+  final key, so a reader never sees a partial object under a final name either.
+
+Every operation first calls :attr:`StorageFS.fault` (if set) with the operation's name
+and path, so tests can make any of them fail (``OSError(errno.ENOSPC, ...)``) exactly
+where a real disk would. Operation names: ``journal.open``, ``journal.write``,
+``journal.sync``, ``journal.truncate``, ``journal.remove``, ``seal.open``,
+``seal.write``, ``seal.commit``, ``seal.remove``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+log = logging.getLogger("wrdata.storage")
+
+FaultHook = Callable[[str, str], None]
+
+
+def resolve_root(root: str | os.PathLike, filesystem: pafs.FileSystem | str | None = None) -> tuple[pafs.FileSystem, str, bool]:
+    """``(filesystem, path within it, is_local)`` for a dataset root.
+
+    ``root`` may be a local path or a URI (``s3://bucket/prefix``, ``file:///data``);
+    ``filesystem`` may be a pyarrow filesystem (``root`` is then a path within it) or a
+    URI naming one.
+    """
+    root = os.fspath(root)
+    if isinstance(filesystem, str):
+        fs, base = pafs.FileSystem.from_uri(filesystem)
+        path = f"{base.rstrip('/')}/{root.lstrip('/')}" if root not in ("", ".") else base
+        return fs, path.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
+    if filesystem is not None:
+        return filesystem, root.rstrip("/") or root, isinstance(filesystem, pafs.LocalFileSystem)
+    if "://" in root:
+        fs, path = pafs.FileSystem.from_uri(root)
+        return fs, path.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
+    return pafs.LocalFileSystem(), os.path.abspath(root), True
+
+
+class _FaultyOutput:
+    """A file-like object over a pyarrow/OS output stream that consults the fault hook on
+    every write (Parquet writers call ``write`` once per page or so: cheap)."""
+
+    def __init__(self, inner, path: str, fs: StorageFS) -> None:
+        self._inner = inner
+        self._path = path
+        self._fs = fs
+        self.closed = False
+
+    def write(self, data) -> int:
+        self._fs._check("seal.write", self._path)
+        return self._inner.write(data)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._inner.close()
+
+
+class StorageFS:
+    """Journal (local) and sealed-file (any pyarrow filesystem) operations."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        journal_dir: str | os.PathLike | None = None,
+        filesystem: pafs.FileSystem | str | None = None,
+        *,
+        fsync: bool = True,
+    ) -> None:
+        self.fs, self.root, self.local = resolve_root(root, filesystem)
+        if journal_dir is None:
+            if not self.local:
+                raise ValueError(
+                    f"root {os.fspath(root)!r} is not a local path: pass journal_dir= (a local directory for the crash-safe journal)"
+                )
+            journal_dir = os.path.join(self.root, "_journal")
+        self.journal_dir = os.path.abspath(os.fspath(journal_dir))
+        self.fsync = fsync
+        #: test hook: called as fault(op, path) before every operation; may raise
+        self.fault: FaultHook | None = None
+
+    def _check(self, op: str, path: str) -> None:
+        f = self.fault
+        if f is not None:
+            f(op, path)
+
+    # -- journal (local) ------------------------------------------------------------------
+    def journal_open(self, path: str) -> int:
+        self._check("journal.open", path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o644)
+
+    def journal_write(self, fd: int, data: bytes | memoryview, path: str) -> None:
+        """Write all of ``data`` or raise (a short write is retried until it errors)."""
+        self._check("journal.write", path)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:  # pragma: no cover - os.write raises instead
+                raise OSError(errno.EIO, "short write", path)
+            view = view[n:]
+
+    def journal_sync(self, fd: int, path: str) -> None:
+        self._check("journal.sync", path)
+        if hasattr(os, "fdatasync"):
+            os.fdatasync(fd)
+        else:  # pragma: no cover - macOS
+            os.fsync(fd)
+
+    def journal_truncate(self, fd: int, size: int, path: str) -> None:
+        self._check("journal.truncate", path)
+        os.ftruncate(fd, size)
+
+    def journal_close(self, fd: int) -> None:
+        try:
+            os.close(fd)
+        except OSError as e:  # closing must not raise into the writer loop
+            log.warning("closing journal fd %d failed: %s", fd, e)
+
+    def journal_remove(self, path: str) -> None:
+        self._check("journal.remove", path)
+        os.remove(path)
+        self._remove_empty_dirs(os.path.dirname(path), self.journal_dir)
+
+    @staticmethod
+    def _remove_empty_dirs(d: str, stop: str) -> None:
+        # keep the journal tree tidy: date=/provider= directories of sealed segments go away
+        while os.path.abspath(d) != os.path.abspath(stop) and d.startswith(stop):
+            try:
+                os.rmdir(d)
+            except OSError:
+                return
+            d = os.path.dirname(d)
+
+    def sync_dir(self, d: str) -> None:
+        if not self.fsync:
+            return
+        try:
+            fd = os.open(d, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    # -- sealed files ---------------------------------------------------------------------
+    def seal_tmp_path(self, final: str) -> str:
+        d, name = final.rsplit("/", 1)
+        # dot prefix: pyarrow.dataset, DuckDB globs (*.parquet) and Spark all skip it
+        return f"{d}/.{name}.tmp-{os.getpid()}"
+
+    def seal_open(self, final: str):
+        """``(file-like, tmp_path)`` to write a sealed file that will become ``final``."""
+        tmp = self.seal_tmp_path(final)
+        self._check("seal.open", tmp)
+        if self.local:
+            os.makedirs(os.path.dirname(tmp), exist_ok=True)
+            inner = open(tmp, "wb")
+        else:
+            self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+            inner = self.fs.open_output_stream(tmp)
+        return _FaultyOutput(inner, tmp, self), tmp
+
+    def seal_commit(self, out: _FaultyOutput, tmp: str, final: str) -> None:
+        """Flush, fsync and close ``out``, then move ``tmp`` to ``final`` atomically."""
+        self._check("seal.commit", final)
+        if self.local:
+            f = out._inner
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+            out.close()
+            os.replace(tmp, final)
+            self.sync_dir(os.path.dirname(final))
+        else:
+            out.close()
+            self.fs.move(tmp, final)
+
+    def seal_abort(self, out: _FaultyOutput | None, tmp: str) -> None:
+        try:
+            if out is not None:
+                out.close()
+        except Exception:  # noqa: BLE001 - the original error is what matters
+            pass
+        try:
+            if self.local:
+                os.remove(tmp)
+            else:
+                self.fs.delete_file(tmp)
+        except (OSError, pa.ArrowException):
+            pass
+
+    def seal_remove(self, path: str) -> None:
+        self._check("seal.remove", path)
+        if self.local:
+            os.remove(path)
+        else:
+            self.fs.delete_file(path)
+
+    def file_size(self, path: str) -> int:
+        info = self.fs.get_file_info(path)
+        return info.size or 0
