@@ -614,13 +614,32 @@ class BinanceSimulator(SimServer):
         payload = frame.payload
         stream = frame.stream
         data: bytes | None = None
-        if payload.startswith(b'{"stream":"'):
+        if payload.startswith(b'{"stream":"'):  # Binance's own spelling: slice without parsing
             end = payload.index(b'"', 11)
             stream = stream or payload[11:end].decode()
             marker = b',"data":'
             at = payload.find(marker, end)
             if at != -1 and payload.endswith(b"}"):
                 data = payload[at + len(marker) : -1]
+        elif payload.lstrip().startswith(b"{") and b'"stream"' in payload:
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("stream"), str) and "data" in obj:
+                stream = stream or obj["stream"]
+                body = payload.rstrip()
+                at = body.rfind(b'"data"')
+                tail = body[at + 6 :].lstrip()
+                if tail.startswith(b":") and body.endswith(b"}"):
+                    data = tail[1:-1].strip()  # "data" is the last key: its exact bytes
+                    try:
+                        if json.loads(data) != obj["data"]:
+                            data = None
+                    except ValueError:
+                        data = None
+                if data is None:
+                    data = json.dumps(obj["data"], separators=(",", ":")).encode()
         if stream is None:
             log.warning("recorded frame without a stream name: skipped")
             return
