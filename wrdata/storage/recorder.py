@@ -250,7 +250,7 @@ class DatasetWriter:
         self._ctl: deque = deque()  # flush markers (threading.Event)
         self._in_bytes = 0  # written by the event loop only
         self._out_bytes = 0  # written by the writer thread only
-        self._wake_at = max(1 * MiB, min(self.memory_budget // 4, 64 * MiB))
+        self._wake_at = min(self.memory_budget, max(256 * 1024, min(self.memory_budget // 4, 64 * MiB)))
         self._woken = False
         self._loop_drops: deque = deque()  # (provider, table, count, first_ts, last_ts) dropped by the event loop
         self._accepting = True
@@ -274,6 +274,7 @@ class DatasetWriter:
         self._seal_q: deque[_SealJob] = deque()
         self._seal_wake = threading.Event()
         self._seal_failing: set[str] = set()
+        self._first_scan_done = threading.Event()  # the start-up recovery has run
 
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -423,6 +424,8 @@ class DatasetWriter:
     def wait_sealed(self, timeout: float | None = 30.0) -> bool:
         """Wait until no segment is waiting to be sealed (recovered ones included)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._started and not self._first_scan_done.wait(timeout):
+            return False
         while True:
             with self._state_lock:
                 idle = not self._seal_q and self.stats.seal_pending == 0
@@ -522,6 +525,9 @@ class DatasetWriter:
                 return
 
     def _shutdown_writer(self) -> None:
+        self._report_drops(force=True)
+        self._retry_at = 0.0
+        self._write_backlog()
         # keep retrying the backlog until it is written or the close deadline passes
         while self._backlog and time.monotonic() < self._close_deadline:
             time.sleep(min(self.retry_interval, max(0.0, self._close_deadline - time.monotonic())))
@@ -751,7 +757,7 @@ class DatasetWriter:
             self._status(
                 provider,
                 "error",
-                f"storage: journal write for {table} failed ({e}); keeping up to {self.memory_budget // MiB} MiB in memory and retrying",
+                f"storage: journal write for {table} failed ({e}); keeping up to {_fmt_bytes(self.memory_budget)} in memory and retrying",
             )
 
     def _enforce_budget(self) -> None:
@@ -785,7 +791,7 @@ class DatasetWriter:
         now = time.monotonic()
         if d is None:
             d = self._drops[(provider, table)] = _Drop(since=now)
-            log.error("storage: memory budget (%d MiB) exceeded: dropping the oldest %s rows of %s", self.memory_budget // MiB, table, provider)
+            log.error("storage: memory budget (%s) exceeded: dropping the oldest %s rows of %s", _fmt_bytes(self.memory_budget), table, provider)
         d.count += n
         d.first_ts = lo if d.first_ts is None else min(d.first_ts, lo)
         d.last_ts = hi if d.last_ts is None else max(d.last_ts, hi)
@@ -801,7 +807,7 @@ class DatasetWriter:
                 self._status(
                     provider,
                     "gap",
-                    f"storage: dropped {d.count} {table} rows (memory budget {self.memory_budget // MiB} MiB exceeded while writes failed or lagged)",
+                    f"storage: dropped {d.count} {table} rows (memory budget {_fmt_bytes(self.memory_budget)} exceeded while writes failed or lagged)",
                     gap_start_ns=d.first_ts,
                     gap_end_ns=d.last_ts,
                     dropped=d.count,
@@ -916,6 +922,7 @@ class DatasetWriter:
                 except Exception:  # noqa: BLE001
                     log.exception("storage: recovery scan failed")
                 next_recover = time.monotonic() + self.recover_interval
+            self._first_scan_done.set()
             while True:
                 with self._state_lock:
                     job = self._seal_q.popleft() if self._seal_q else None
@@ -1064,6 +1071,10 @@ class DatasetWriter:
                 gap_start_ns=last,
                 gap_end_ns=max(mtime, last or 0),
             )
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / MiB:.0f} MiB" if n >= MiB else f"{n} bytes"
 
 
 def _day_from(date: str) -> int:
