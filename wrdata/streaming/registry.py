@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 #: provider name -> "module:class"
 PROVIDERS: dict[str, str] = {
     "binance": "wrdata.streaming.binance:BinanceVenue",
+    "coinbase": "wrdata.streaming.coinbase:CoinbaseVenue",
+    "kraken": "wrdata.streaming.kraken:KrakenVenue",
 }
 
 #: order in which stock providers are tried for a plain ticker (first with credentials wins)
