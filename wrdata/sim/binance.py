@@ -274,6 +274,24 @@ class BinanceSimulator(SimServer):
         ):
             self.route(path, handler)
 
+    @staticmethod
+    def cli_options() -> list:
+        """Extra options of ``wrdata sim binance`` (passed to the constructor by name)."""
+        import click
+
+        return [
+            click.Option(
+                ["--kline-push-interval"], type=float, default=2.0, show_default=True, help="Seconds between kline pushes."
+            ),
+            click.Option(["--ping-interval"], type=float, default=20.0, show_default=True, help="Seconds between server pings."),
+            click.Option(["--pong-timeout"], type=float, default=60.0, show_default=True, help="Close when no pong within this."),
+            click.Option(
+                ["--msg-limit"], type=int, default=5, show_default=True, help="Incoming messages per second before 1008."
+            ),
+            click.Option(["--max-streams"], type=int, default=1024, show_default=True, help="Streams per connection."),
+            click.Option(["--warmup"], type=float, default=2.0, show_default=True, help="Market seconds generated before start."),
+        ]
+
     # =========================================================================================
     # connections and control messages
 
@@ -933,18 +951,3 @@ class BinanceSimulator(SimServer):
             )
         sign = -1 if m.group(1) == "-" else 1
         return sign * (int(m.group(2)) * 3600 + int(m.group(3) or 0) * 60) * NS
-
-
-def _cli_options() -> list:
-    import click
-
-    return [
-        click.Option(["--kline-push-interval"], type=float, default=2.0, show_default=True, help="Seconds between kline pushes."),
-        click.Option(["--ping-interval"], type=float, default=20.0, show_default=True, help="Seconds between server pings."),
-        click.Option(["--pong-timeout"], type=float, default=60.0, show_default=True, help="Close when no pong within this."),
-        click.Option(["--msg-limit"], type=int, default=5, show_default=True, help="Incoming messages per second before 1008."),
-        click.Option(["--warmup"], type=float, default=2.0, show_default=True, help="Market seconds generated before start."),
-    ]
-
-
-BinanceSimulator.cli_options = staticmethod(_cli_options)  # type: ignore[attr-defined]

@@ -48,11 +48,12 @@ Public API (stable; other simulators build on it)
     Slotted records in ticks and lots; ``Trade.buyer_maker`` is True when the
     aggressor sold. Trade ids are consecutive per symbol from ``first_trade_id``;
     aggregate ids from ``first_agg_id``; an aggregate covers ``first_id..last_id``.
-``BarBuilder(spec, interval)``
+``BarBuilder(symbol, interval, last_price=None, tz_offset_ns=0)``
     Running bar of one interval fed trade by trade (what a kline stream pushes).
-``bar_open_ns(ts_ns, interval)`` / ``interval_ns(interval)``
+``bar_open_ns(ts_ns, interval, tz_offset_ns=0)`` / ``bar_close_ns`` / ``interval_ns(interval)``
     Interval arithmetic: ``1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M``; weeks
-    open on Monday 00:00 UTC, months on the 1st (calendar months).
+    open on Monday 00:00, months on the 1st (calendar months), in UTC or in the zone
+    ``tz_offset_ns`` east of it (``bars(..., tz_offset_ns=)`` and ``BarBuilder`` too).
 ``ActivityProfile(segments, phase_s=0)``
     Cyclic piecewise-constant activity (rate multiplier) for stock venues' quiet hours:
     ``ActivityProfile([(6.5*3600, 1.0), (17.5*3600, 0.0)], phase_s=...)``.

@@ -31,8 +31,11 @@ What the base class does for every venue
   the WebSocket handshake.
 * Each connection has a writer task and an outgoing queue: publishing never waits on a
   slow client, and a frame is encoded once per stream (and per framing variant, e.g.
-  Binance raw vs combined) however many subscribers get it. Frames are sent as text
-  frames from UTF-8 bytes; no compression is negotiated, so those bytes go on the wire.
+  Binance raw vs combined, ``conn.variant``) however many subscribers get it. Frames are
+  sent as text frames from UTF-8 bytes (binary frames when ``conn.binary``); no
+  compression is negotiated, so those bytes go on the wire. Venues whose envelope holds
+  per-connection state set ``per_connection_framing`` and wrap the shared body in
+  ``frame_for(conn, stream, body)``.
 * Server pings every ``ping_interval`` s and closes a connection whose pong does not come
   within ``pong_timeout`` s; an incoming-message rate limit (``msg_limit`` per
   ``msg_window`` s, counting text, binary, ping and pong frames) closes with the venue's
@@ -198,6 +201,7 @@ class SimConnection:
         self.params = {k: v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
         self.subscriptions: dict[str, None] = {}  # ordered set
         self.variant: str = ""  # the framing this connection wants (venue-defined)
+        self.binary = False  # send data as binary frames (e.g. Alpaca's MessagePack framing)
         self.props: dict[str, Any] = {}  # venue session state
         self.opened_at = time.monotonic()
         self.sent = 0
@@ -371,7 +375,7 @@ class SimConnection:
                     _, code, reason = item
                     await ws.close(code, reason)
                     return
-                await ws.send(item, text=True)
+                await ws.send(item, text=not self.binary)
         except ConnectionClosed:
             return
 
@@ -466,8 +470,8 @@ class MarketFeed(Feed):
                     sim.on_market_events(events)
                 sim.on_clock(market.t0_ns + off)
             except Exception:
-                log.exception("%s: market feed failed", sim.venue)
-                raise
+                # a venue bug must not silently stop the clock for every client: log, go on
+                log.exception("%s: publishing market events failed", sim.venue)
 
 
 class FrameFeed(Feed):
@@ -581,6 +585,17 @@ class SimServer:
     def on_subscribe(self, stream: str) -> None:
         """A stream got a subscriber (venues start per-stream state lazily here)."""
 
+    #: set True when every frame carries per-connection state (Coinbase's ``sequence_num``):
+    #: ``publish`` then passes the once-encoded body through ``frame_for`` per subscriber
+    per_connection_framing = False
+
+    def frame_for(self, conn: SimConnection, stream: str, body: bytes) -> bytes:
+        """Wrap a shared body for one connection (only with ``per_connection_framing``).
+
+        Keep it to cheap byte concatenation: ``b'{"sequence_num":' + n + b',' + body[1:]``.
+        """
+        return body
+
     def publish_recorded(self, frame: RecordedFrame) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot serve recorded frames")
 
@@ -666,7 +681,15 @@ class SimServer:
         subs = self._subs.get(stream)
         if not subs:
             return 0
-        if callable(payload):
+        if self.per_connection_framing:
+            cache_pc: dict[str, bytes] = {}
+            for conn in subs:
+                v = conn.variant
+                b = cache_pc.get(v)
+                if b is None:
+                    b = cache_pc[v] = payload(v) if callable(payload) else payload
+                conn.send(self.frame_for(conn, stream, b), stream)
+        elif callable(payload):
             cache: dict[str, bytes] = {}
             for conn in subs:
                 v = conn.variant
