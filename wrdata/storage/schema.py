@@ -28,10 +28,11 @@ The Parquet settings in :data:`PARQUET_DEFAULTS` were chosen by measuring on the
   gains (price 1.3 → 1.75 B/row); BYTE_STREAM_SPLIT was much worse on trade sizes
   (2.5 → 5.9 B/row) because sizes are few distinct decimals that zstd matches whole.
 - Dictionary encoding for the low-cardinality strings (symbol, writer, side, ...).
-- zstd level 6 for normalized tables (7.5 B/trade, ~1.9M rows/s per core), level 9 for
-  ``raw`` (payload 7.8 B per trade frame, ~0.5–0.7M frames/s per core); higher levels
-  gain little until 19, which is far too slow for capture.
-- Statistics on every column except raw payloads (row-group pruning by time, symbol).
+- zstd level 9 everywhere: on the tape, 7.9 B/trade (level 6: 8.0; 3: 8.4) at ~1.7M
+  trades/s per core, and raw payloads of 7.8 B per trade frame at ~0.5–0.7M frames/s;
+  levels above 9 gain little until 19, which is far too slow for capture (15k frames/s).
+- Statistics only on the columns readers prune with (times, symbol, ids, conn/seq):
+  on prices, sizes and payloads they cost footer bytes and prune nothing.
 """
 
 from __future__ import annotations
@@ -192,6 +193,11 @@ def conform(table: str, data: pa.Table | pa.RecordBatch) -> pa.Table | pa.Record
 # Parquet settings
 
 _INT_TYPES = (pa.int32(), pa.int64(), TS)
+# Statistics where readers prune with them (time ranges, symbols, id ranges, kinds of
+# event); on prices, sizes and payloads they cost footer bytes and prune nothing.
+_STATS_COLUMNS = frozenset(
+    {"ts_recv", "ts_event", "symbol", "conn", "seq", "trade_id", "update_id", "status", "interval", "side", "direction", "first_missing_id", "last_missing_id"}
+)
 
 
 def parquet_options(table: str, *, compression_level: int | None = None) -> dict:
@@ -200,7 +206,7 @@ def parquet_options(table: str, *, compression_level: int | None = None) -> dict
     level = compression_level if compression_level is not None else PARQUET_DEFAULTS["compression_level"][table]
     dict_cols = [f.name for f in s if pa.types.is_dictionary(f.type)]
     encodings = {f.name: "DELTA_BINARY_PACKED" for f in s if f.type in _INT_TYPES and f.name != "checksum"}
-    stats = [f.name for f in s if f.name != "payload"]
+    stats = [f.name for f in s if f.name in _STATS_COLUMNS]
     return dict(
         compression="zstd",
         compression_level=level,
@@ -219,7 +225,7 @@ def _sorting_column(s: pa.Schema, name: str):
 
 
 PARQUET_DEFAULTS: dict = {
-    "compression_level": {"trades": 6, "quotes": 6, "bars": 6, "book": 6, "events": 6, "raw": 9},
+    "compression_level": {"trades": 9, "quotes": 9, "bars": 9, "book": 9, "events": 9, "raw": 9},
     # rows per row group: small enough for time-range pruning and parallel scans, big
     # enough that per-group overhead (dictionary pages, delta restarts) stays < 1%
     "row_group_rows": 256 * 1024,
