@@ -1,0 +1,134 @@
+"""Bytes per normalized trade and per raw frame on the real tape, beside the floors.
+
+Run: python -m bench.storage_size   (prints figures; asserts nothing)
+
+Everything is measured in this run on the 19,904-trade Binance tape (bench/data/):
+pyarrow's default Parquet settings with zstd, dictionary on the symbol only, and our
+encodings at several zstd levels, then the real pipeline (DatasetWriter: journal,
+seal, midnight split, footers included).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wrdata.storage import DatasetWriter, from_messages, list_sealed, parquet_options, raw_batch
+
+from .storage_common import load_tape, machine
+
+
+def pq_size(table: pa.Table, **kw) -> tuple[int, float, bytes]:
+    b = io.BytesIO()
+    t0 = time.perf_counter()
+    pq.write_table(table, b, **kw)
+    return len(b.getvalue()), time.perf_counter() - t0, b.getvalue()
+
+
+def columns(data: bytes) -> dict[str, int]:
+    md = pq.ParquetFile(io.BytesIO(data)).metadata
+    out: dict[str, int] = {}
+    for rg in range(md.num_row_groups):
+        r = md.row_group(rg)
+        for c in range(r.num_columns):
+            cc = r.column(c)
+            out[cc.path_in_schema] = out.get(cc.path_in_schema, 0) + cc.total_compressed_size
+    return out
+
+
+def files_bytes(root: str, table: str, column: str | None = None) -> int:
+    total = 0
+    for f in list_sealed(root, table):
+        if column is None:
+            total += f.size
+        else:
+            total += columns(open(f.path, "rb").read()).get(column, 0)
+    return total
+
+
+def row(label: str, size: int, n: int, dt: float | None = None) -> None:
+    speed = f"{n / dt / 1e3:8.0f}k rows/s" if dt else ""
+    print(f"  {label:58s} {size / n:6.2f} B  {speed}")
+
+
+def main() -> None:
+    trades, raws = load_tape()
+    trade_seqs = {m.seq for m in trades}
+    raw_trades = [r for r in raws if r[2] in trade_seqs]
+    print(f"# storage size bench — {machine()}")
+    print(f"tape: {len(trades)} trades, {len(raws)} frames ({len(raw_trades)} trade frames)\n")
+
+    t = pa.Table.from_batches([from_messages("trades", trades, "host-12345-1723161600000")])
+    n = len(trades)
+    ours = parquet_options("trades")
+    dicts = ours["use_dictionary"]
+    ints = ours["column_encoding"]
+    print("normalized trades (bytes per trade; one file unless noted):")
+    s, dt, _ = pq_size(t, compression="zstd")
+    row("pyarrow defaults, zstd (level 3)", s, n, dt)
+    s, dt, _ = pq_size(t, compression="zstd", use_dictionary=["symbol"])
+    row("dictionary on symbol only, zstd 3", s, n, dt)
+    for lvl in (3, 9):
+        s, dt, _ = pq_size(t, compression="zstd", compression_level=lvl, use_dictionary=dicts, column_encoding=ints)
+        row(f"delta on times and ids, no dict on floats, zstd {lvl}", s, n, dt)
+    for lvl in (3, 6, 9, 12):
+        s, dt, data = pq_size(t, **{**ours, "compression_level": lvl})
+        row(f"wrdata settings, zstd {lvl}", s, n, dt)
+        if lvl == 9:
+            best = data
+    print("  per column at zstd 9:", {k: round(v / n, 2) for k, v in columns(best).items() if v / n >= 0.05})
+
+    tmp = tempfile.mkdtemp(prefix="wrdata-bench-")
+    try:
+        w = DatasetWriter(f"{tmp}/tape", flush_interval=0.05).start()
+        ti = 0
+        t0 = time.perf_counter()
+        for r in raws:
+            w.on_raw(*r)
+            if ti < n and trades[ti].seq == r[2]:
+                w.on_messages([trades[ti]])
+                ti += 1
+        w.close()
+        dt = time.perf_counter() - t0
+        nfiles = len(list_sealed(f"{tmp}/tape", "trades"))
+        row(f"wrdata pipeline: DatasetWriter → {nfiles} sealed files (split at midnight)", files_bytes(f"{tmp}/tape", "trades"), n)
+
+        print("\nraw trade frames (bytes per frame):")
+        rt = pa.Table.from_batches([raw_batch(raw_trades, "host-12345-1723161600000")])
+        m = len(raw_trades)
+        s, dt, data = pq_size(rt, compression="zstd")
+        row("pyarrow defaults, zstd 3 (whole row)", s, m, dt)
+        ropts = parquet_options("raw")
+        for lvl in (3, 6, 9, 19):
+            s, dt, data = pq_size(rt, **{**ropts, "compression_level": lvl})
+            cols = columns(data)
+            row(f"wrdata settings, zstd {lvl}: payload column only", cols["payload"], m, dt)
+            row(f"wrdata settings, zstd {lvl}: whole row (+ts_recv, seq, ...)", s, m)
+        w = DatasetWriter(f"{tmp}/rawtrades").start()
+        for r in raw_trades:
+            w.on_raw(*r)
+        w.close()
+        row("wrdata pipeline, payload column only", files_bytes(f"{tmp}/rawtrades", "raw", "payload"), m)
+        row("wrdata pipeline, whole row", files_bytes(f"{tmp}/rawtrades", "raw"), m)
+
+        print("\nall frames of the tape (trade, bookTicker, depth@100ms, 1 REST), bytes per frame:")
+        at = pa.Table.from_batches([raw_batch(raws, "host-12345-1723161600000")])
+        k = len(raws)
+        s, dt, _ = pq_size(at, compression="zstd")
+        row("pyarrow defaults, zstd 3", s, k, dt)
+        s, dt, _ = pq_size(at, **ropts)
+        row("wrdata settings, zstd 9", s, k, dt)
+        row("wrdata pipeline, whole row", files_bytes(f"{tmp}/tape", "raw"), k)
+        avg = sum(len(r[6]) for r in raws) / k
+        print(f"  (frames average {avg:.0f} bytes of JSON)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
