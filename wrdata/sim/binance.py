@@ -37,7 +37,7 @@ so that it is an independent check of that client. Facts relied on:
   (``fromId``/``startTime``/``endTime``), ``/klines`` (``startTime``/``endTime``,
   ``timeZone``); errors ``{"code":-1121,"msg":"Invalid symbol."}`` etc. with HTTP 400;
   ``X-MBX-USED-WEIGHT-1M`` on every answer, 429 + ``Retry-After`` + code -1003 past
-  ``weight_limit`` per minute, 418 for a ban (fault), ``X-MBX-TIME-UNIT: MICROSECOND``.
+  ``weight_limit`` per ``weight_window`` (60 s), 418 for a ban (fault), ``X-MBX-TIME-UNIT: MICROSECOND``.
   History is what the market retains (``history`` trades per symbol), not all time.
 
 Not modelled (documented, out of scope): 300 connections per 5 minutes per IP, the
@@ -195,7 +195,7 @@ class BinanceSimulator(SimServer):
     per symbol for REST), ``kline_push_interval`` (2.0), ``kline_1s_push_interval`` (1.0),
     ``ping_interval`` (20), ``pong_timeout`` (60), ``lifetime`` (86400; None = forever),
     ``msg_limit`` (5 per second), ``max_streams`` (1024), ``weight_limit`` (6000 per
-    minute), ``faults``, ``host``, ``port``.
+    ``weight_window`` s, default 60), ``faults``, ``host``, ``port``.
     """
 
     venue = "binance"
@@ -221,6 +221,7 @@ class BinanceSimulator(SimServer):
         msg_limit: int | None = 5,
         max_streams: int = 1024,
         weight_limit: int = 6000,
+        weight_window: float = 60.0,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -251,6 +252,7 @@ class BinanceSimulator(SimServer):
         self.kline_1s_push_ns = int(kline_1s_push_interval * NS)
         self.max_streams = max_streams
         self.weight_limit = weight_limit
+        self.weight_window = weight_window
         self._lower = {s.lower(): s for s in market.symbols}  # stream symbol -> market symbol
         self._klines: dict[str, _KlineState] = {}  # stream name -> state
         self._klines_by_symbol: dict[str, list[_KlineState]] = {}
@@ -703,12 +705,14 @@ class BinanceSimulator(SimServer):
         return resp
 
     def _charge(self, weight: int) -> None:
-        minute = int(time.time() // 60)
-        if minute != self._weight_minute:
-            self._weight_minute, self._weight_used = minute, 0
+        # a fixed window aligned on the clock (Binance: the wall-clock minute)
+        now = time.time()
+        window = int(now // self.weight_window)
+        if window != self._weight_minute:
+            self._weight_minute, self._weight_used = window, 0
         self._weight_used += weight
         if self._weight_used > self.weight_limit:
-            resp = self.rest_error(429, "rate_limit", 60 - int(time.time()) % 60)
+            resp = self.rest_error(429, "rate_limit", max(1, int(self.weight_window - now % self.weight_window)))
             raise RestError(429, json.loads(resp.body), resp.headers)
 
     @staticmethod
