@@ -241,3 +241,37 @@ def test_bad_message_is_rejected_alone(make_writer, caplog):
     assert [m.seq for m in read_messages(w.root, "trades")] == [0, 2]
     assert w.stats.table("binance", "trades").rejected == 1
     assert "rejected" in caplog.text
+
+
+def test_sealed_files_on_another_filesystem(tmp_path):
+    """A non-local pyarrow filesystem (here a SubTreeFileSystem): temp key + move, the
+    journal stays local, and readers take the same filesystem."""
+    import pyarrow.fs as pafs
+
+    from wrdata.storage import DatasetWriter
+
+    (tmp_path / "bucket").mkdir()
+    fs = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    w = DatasetWriter("rec", filesystem=fs, journal_dir=tmp_path / "journal", flush_interval=0.02).start()
+    assert not w.fs.local
+    ms = [trade(i) for i in range(100)]
+    w.on_messages(ms)
+    w.close()
+    files = list_sealed("rec", "trades", filesystem=fs)
+    assert len(files) == 1 and files[0].path.startswith("rec/trades/provider=binance/date=2024-08-09/")
+    assert read_messages("rec", "trades", filesystem=fs, journal=False) == ms
+    assert [p.name for p in (tmp_path / "bucket" / "rec" / "trades" / "provider=binance" / "date=2024-08-09").iterdir()] == [
+        os.path.basename(files[0].path)
+    ]
+
+
+def test_non_local_root_needs_a_journal_dir(tmp_path):
+    import pyarrow.fs as pafs
+    import pytest
+
+    from wrdata.storage import DatasetWriter
+
+    with pytest.raises(ValueError, match="journal_dir"):
+        DatasetWriter("s3://bucket/prefix")  # refused before resolving the URI (no network)
+    with pytest.raises(ValueError, match="journal_dir"):
+        DatasetWriter("rec", filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from ..message import StreamMessage
@@ -84,8 +85,12 @@ _GETTERS = {t: _compile_getter([a for _, a in f]) for t, f in FIELDS.items()}
 
 def _array(values: list, typ: pa.DataType) -> pa.Array:
     n = len(values)
-    if values.count(None) == n:
-        return pa.nulls(n, typ)
+    first = values[0] if n else None
+    if values.count(first) == n:  # constant column (all None, one symbol, ...): ~1 ns/row
+        if first is None:
+            return pa.nulls(n, typ)
+        if typ == DICT:
+            return _const_dict(first, n)
     if typ == TS:
         # int64 then a zero-copy cast: building timestamps directly is ~3x slower
         return pa.array(values, pa.int64()).cast(TS)
@@ -184,20 +189,36 @@ def raw_batch(rows: list[tuple], writer: str) -> pa.RecordBatch:
     """A ``raw`` batch from ``(provider, conn, seq, ts_recv, direction, url, payload)`` tuples
     (the arguments of :meth:`DatasetWriter.on_raw`; provider is ignored: it is the path)."""
     n = len(rows)
-    _, conn, seq, ts, direction, url, payload = zip(*rows, strict=False) if n else ((),) * 7
-    schema = SCHEMAS["raw"]
+    # one comprehension per column: zip(*rows) is ~4x slower on long lists
+    payload = [r[6] for r in rows]
     return pa.RecordBatch.from_arrays(
         [
-            pa.array(ts, pa.int64()).cast(TS),
-            pa.array(conn, pa.int32()),
-            pa.array(seq, pa.int64()),
-            pa.array(direction, DICT),
-            pa.array(url, DICT),
-            pa.array(payload, pa.binary()),
+            pa.array([r[3] for r in rows], pa.int64()).cast(TS),
+            pa.array([r[1] for r in rows], pa.int32()),
+            pa.array([r[2] for r in rows], pa.int64()),
+            _array([r[4] for r in rows], DICT),
+            _array([r[5] for r in rows], DICT),
+            _binary(payload),
             _const_dict(writer, n),
         ],
-        schema=schema,
+        schema=SCHEMAS["raw"],
     )
+
+
+def _binary(values: list[bytes]) -> pa.Array:
+    """A binary array from bytes objects: one join and the offsets, ~5x faster than
+    pa.array() (which grows its buffer value by value)."""
+    n = len(values)
+    if n == 0:
+        return pa.array([], pa.binary())
+    if None in values:
+        return pa.array(values, pa.binary())
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError(f"raw batch of {offsets[-1]} payload bytes: over the 2 GiB of one binary array, split it")
+    data = b"".join(values)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)])
 
 
 # ---------------------------------------------------------------------------------------

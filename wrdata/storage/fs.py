@@ -94,6 +94,10 @@ class StorageFS:
         *,
         fsync: bool = True,
     ) -> None:
+        uri = os.fspath(root)
+        if journal_dir is None and filesystem is None and "://" in uri and not uri.startswith("file://"):
+            # say so before resolving the URI (which may mean a network call)
+            raise ValueError(f"root {uri!r} is not a local path: pass journal_dir= (a local directory for the crash-safe journal)")
         self.fs, self.root, self.local = resolve_root(root, filesystem)
         if journal_dir is None:
             if not self.local:

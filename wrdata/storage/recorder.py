@@ -41,8 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from ..clock import recv_ns
@@ -52,7 +52,7 @@ from .fs import StorageFS
 from .journal import SegmentWriter
 from .layout import DAY_NS, check_writer_id, day_of, default_writer_id, list_segments, partition_dir, segment_name
 from .schema import KIND_TABLE, PARQUET_DEFAULTS
-from .seal import first_last_key, is_sorted, key_columns, seal_segment, sort_batch
+from .seal import is_sorted, key_columns, seal_segment, sort_batch
 
 log = logging.getLogger("wrdata.storage")
 
@@ -62,6 +62,7 @@ MiB = 1024 * 1024
 _MSG_EST = 400
 _RAW_EST = 160
 _NEVER_DROP = ("events",)
+_RAW_BATCH_BYTES = 256 * MiB  # raw payloads per Arrow batch (binary arrays hold < 2 GiB)
 
 FsyncPolicy = Literal["flush", "seal", "never"]
 
@@ -98,8 +99,8 @@ class StorageStats:
     def table(self, provider: str, table: str) -> TableStats:
         key = (provider, table)
         s = self.tables.get(key)
-        if s is None:
-            s = self.tables[key] = TableStats()
+        if s is None:  # setdefault: the writer and sealer threads may race to create it
+            s = self.tables.setdefault(key, TableStats())
         return s
 
     def totals(self) -> TableStats:
@@ -253,6 +254,7 @@ class DatasetWriter:
         self._wake_at = min(self.memory_budget, max(256 * 1024, min(self.memory_budget // 4, 64 * MiB)))
         self._woken = False
         self._loop_drops: deque = deque()  # (provider, table, count, first_ts, last_ts) dropped by the event loop
+        self._evq: deque = deque()  # status events raised on the sealer thread
         self._accepting = True
         self._after_close = 0
 
@@ -308,8 +310,10 @@ class DatasetWriter:
         if not self._accepting:
             self._after_close += len(msgs)
             return
-        # a copy: the caller may reuse its list; the messages themselves are not copied
-        self._msgq.append(msgs[:])
+        # the messages, not the list: the caller may reuse its list, and queued lists
+        # would be GC-tracked containers that make every full collection slower (2x the
+        # tap cost in bench/storage_recorder.py); StreamMessages are not GC-tracked
+        self._msgq.extend(msgs)
         self._in_bytes += len(msgs) * _MSG_EST
         if self._in_bytes - self._out_bytes > self._wake_at:
             self._pressure()
@@ -348,12 +352,12 @@ class DatasetWriter:
                 a[1] = min(a[1], item[3])
                 a[2] = max(a[2], item[3])
             else:
-                freed += len(item) * _MSG_EST
-                for m in item:
-                    a = acc.setdefault((m.provider, KIND_TABLE.get(m.kind, "events")), [0, m.ts_recv, m.ts_recv])
-                    a[0] += 1
-                    a[1] = min(a[1], m.ts_recv)
-                    a[2] = max(a[2], m.ts_recv)
+                m = item
+                freed += _MSG_EST
+                a = acc.setdefault((m.provider, KIND_TABLE.get(m.kind, "events")), [0, m.ts_recv, m.ts_recv])
+                a[0] += 1
+                a[1] = min(a[1], m.ts_recv)
+                a[2] = max(a[2], m.ts_recv)
         self._in_bytes -= freed
         for (p, t), (n, lo, hi) in acc.items():
             self._loop_drops.append((p, t, n, lo, hi))
@@ -459,10 +463,26 @@ class DatasetWriter:
         self._seal_stop.set()
         self._seal_wake.set()
         self._sealer_thread.join(None if timeout is None else max(0.0, self._close_deadline - time.monotonic()) + 1)
+        if self._evq and not self._writer_thread.is_alive() and not self._sealer_thread.is_alive():
+            self._final_events()
         if self._after_close:
             log.warning("storage writer %s: %d items recorded after close() were ignored", self.writer_id, self._after_close)
         self._release_lock()
         log.info("storage writer %s closed: %s", self.writer_id, self.stats.totals())
+
+    def _final_events(self) -> None:
+        """Status events raised while sealing at close (after the writer thread ended):
+        journal and seal them here, both threads being done."""
+        try:
+            self._retry_at = 0.0
+            self._cycle()
+            for key in list(self._segments):
+                self._roll(key, "shutdown")
+            while self._seal_q:
+                job = self._seal_q.popleft()
+                self._seal_job(job)
+        except Exception:  # noqa: BLE001 - closing must finish
+            log.exception("storage: recording the last status events failed")
 
     async def aflush(self, timeout: float | None = 30.0) -> bool:
         return await asyncio.to_thread(self.flush, timeout)
@@ -559,43 +579,32 @@ class DatasetWriter:
                 break
         # markers first (above): everything a flush() caller recorded before its marker
         # is in the queues by now
-        raws = []
-        msgs = []
-        out = 0
-        pop = self._rawq.popleft
-        while True:
-            try:
-                r = pop()
-            except IndexError:
-                break
-            raws.append(r)
-            out += len(r[6]) + _RAW_EST
-        pop = self._msgq.popleft
-        while True:
-            try:
-                m = pop()
-            except IndexError:
-                break
-            msgs.append(m)
-            out += len(m) * _MSG_EST
-        self._out_bytes += out
+        # only this thread pops (left) and the event loop only appends (right), so the
+        # first len(q) items are there to take; the event loop's budget drop may race
+        # for the head, hence the IndexError guard
+        raws = _take(self._rawq)
+        msgs = _take(self._msgq)
+        self._out_bytes += sum([len(r[6]) for r in raws]) + _RAW_EST * len(raws) + _MSG_EST * len(msgs)
         self._woken = False
         return ctl, raws, msgs
 
     def _cycle(self) -> None:
-        ctl, raws, msg_lists = self._drain()
+        ctl, raws, msgs = self._drain()
         self._pending_markers.extend(ctl)
+        if self._evq:
+            ev = _take(self._evq)
+            for e in ev:
+                self._add("events", e.provider, from_messages("events", [e], self.writer_id))
         # group by (table, provider), keeping order
         groups: dict[tuple[str, str], list] = {}
         kt = KIND_TABLE
-        for msgs in msg_lists:
-            for m in msgs:
-                key = (kt.get(m.kind), m.provider)
-                g = groups.get(key)
-                if g is None:
-                    groups[key] = [m]
-                else:
-                    g.append(m)
+        for m in msgs:
+            key = (kt.get(m.kind), m.provider)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [m]
+            else:
+                g.append(m)
         raw_groups: dict[str, list] = {}
         for r in raws:
             g = raw_groups.get(r[0])
@@ -610,7 +619,8 @@ class DatasetWriter:
                 continue
             self._add(table, provider, self._convert(table, provider, msgs))
         for provider, rows in raw_groups.items():
-            self._add("raw", provider, self._convert("raw", provider, rows))
+            for chunk in _chunks_by_bytes(rows, _RAW_BATCH_BYTES):
+                self._add("raw", provider, self._convert("raw", provider, chunk))
         # drops made by the event loop
         while self._loop_drops:
             p, t, n, lo, hi = self._loop_drops.popleft()
@@ -648,29 +658,31 @@ class DatasetWriter:
             return raw_batch(good, self.writer_id) if table == "raw" else from_messages(table, good, self.writer_id)
 
     def _add(self, table: str, provider: str, batch: pa.RecordBatch | None) -> None:
-        """Split at UTC midnight, sort if needed, and queue for the journal."""
+        """Sort if needed, split at UTC midnight (zero-copy slices), queue for the journal."""
         if batch is None or batch.num_rows == 0:
             return
-        ts = batch.column("ts_recv").cast(pa.int64())
-        mm = pc.min_max(ts)
-        lo, hi = mm["min"].as_py(), mm["max"].as_py()
-        d0, d1 = day_of(lo), day_of(hi)
+        cols = key_columns(batch, table)
+        if not is_sorted(cols):
+            batch = sort_batch(batch, table)
+            cols = key_columns(batch, table)
+        ts = cols[0]
+        lo, hi = int(ts[0]), int(ts[-1])
         hk = (table, provider)
         if hi > self._hwm.get(hk, 0):
             self._hwm[hk] = hi
+        d0, d1 = day_of(lo), day_of(hi)
         if d0 == d1:
-            parts = [(d0, batch)]
+            bounds = [(d0, 0, batch.num_rows)]
         else:
-            days = pc.divide(ts, pa.scalar(DAY_NS, pa.int64()))
-            parts = [(d, batch.filter(pc.equal(days, pa.scalar(d, pa.int64())))) for d in range(d0, d1 + 1)]
-        for day, part in parts:
-            if part.num_rows == 0:
+            cuts = np.searchsorted(ts, [d * DAY_NS for d in range(d0 + 1, d1 + 1)], side="left").tolist()
+            edges = [0, *cuts, batch.num_rows]
+            bounds = [(d0 + i, edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+        for day, a, b in bounds:
+            if b <= a:
                 continue
-            cols = key_columns(part, table)
-            if not is_sorted(cols):
-                part = sort_batch(part, table)
-                cols = key_columns(part, table)
-            first, last = first_last_key(cols)
+            part = batch.slice(a, b - a) if (a, b) != (0, batch.num_rows) else batch
+            first = tuple(int(c[a]) for c in cols)
+            last = tuple(int(c[b - 1]) for c in cols)
             piece = _Piece(part, first[0], last[0], first, last, part.nbytes)
             q = self._backlog.get((table, provider, day))
             if q is None:
@@ -887,9 +899,9 @@ class DatasetWriter:
         if threading.current_thread() is self._writer_thread:
             self._add("events", provider, from_messages("events", [msg], self.writer_id))
         else:
-            # from the sealer thread: through the queue like any message (not the
-            # event-loop-only counters: this is rare and tiny)
-            self._msgq.append([msg])
+            # from the sealer thread: the writer thread picks it up (the event loop's
+            # queues and byte counters stay the event loop's)
+            self._evq.append(msg)
             self._wake.set()
         cb = self.on_status
         if cb is not None:
@@ -1071,6 +1083,33 @@ class DatasetWriter:
                 gap_start_ns=last,
                 gap_end_ns=max(mtime, last or 0),
             )
+
+
+def _chunks_by_bytes(rows: list[tuple], limit: int) -> list[list[tuple]]:
+    total = sum([len(r[6]) for r in rows])
+    if total <= limit:
+        return [rows]
+    out, cur, size = [], [], 0
+    for r in rows:
+        if cur and size + len(r[6]) > limit:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(r)
+        size += len(r[6])
+    out.append(cur)
+    return out
+
+
+def _take(q: deque) -> list:
+    n = len(q)
+    pop = q.popleft
+    out = []
+    try:
+        for _ in range(n):
+            out.append(pop())
+    except IndexError:
+        pass
+    return out
 
 
 def _fmt_bytes(n: int) -> str:
