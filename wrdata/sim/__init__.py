@@ -12,6 +12,8 @@ import importlib
 #: venue name -> "module:class"
 SIMULATORS: dict[str, str] = {
     "binance": "wrdata.sim.binance:BinanceSimulator",
+    "coinbase": "wrdata.sim.coinbase:CoinbaseSimulator",
+    "kraken": "wrdata.sim.kraken:KrakenSimulator",
 }
 
 

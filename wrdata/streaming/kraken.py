@@ -578,11 +578,10 @@ class KrakenSession(Session):
                 channel = (r.result or {}).get("channel")
                 if channel is None and r.req_id in self.requests_by_id:
                     channel = self.requests_by_id[r.req_id][1].get("channel")
-                if not (method == "subscribe" and r.error == "Already subscribed"):
-                    out.append(status_message(
-                        "kraken", "error", ts, f"{method} {channel or ''} {sym or ''} failed: {r.error}".replace("  ", " ")[:300],
-                        symbol=sym, channel=_ROUTES.get(channel or ""), conn=self.conn, seq=seq,
-                    ))
+                out.append(status_message(
+                    "kraken", "error", ts, f"{method} {channel or ''} {sym or ''} failed: {r.error}".replace("  ", " ")[:300],
+                    symbol=sym, channel=_ROUTES.get(channel or ""), conn=self.conn, seq=seq,
+                ))
             elif method == "subscribe" and r.result and r.result.get("channel") == "book" and sym is not None:
                 depth = r.result.get("depth")
                 st = self.books.get(sym)
