@@ -174,3 +174,21 @@ def test_sigkill_mid_stream_then_recovery(tmp_path, make_writer):
     assert raw_seqs == list(range(len(raw_seqs))) and len(raw_seqs) >= flushed
     assert read_messages(str(root), "trades") == [trade(i) for i in range(len(ids))]
     assert any("victim" in e.reason for e in log.of("gap"))
+
+
+def test_crash_between_seal_and_segment_removal_is_idempotent(tmp_path, make_writer):
+    from wrdata.storage import seal_segment
+
+    root = tmp_path / "data"
+    path, ms = dead_segment(root)
+    fs = StorageFS(root)
+    res = seal_segment(fs, path, "trades", "binance", day_of(T0), "dead-1")  # ... and "crash" before removing
+    assert os.path.exists(path) and res.rows == len(ms)
+    # readers do not count the rows twice
+    assert read_messages(str(root), "trades") == ms
+    w = make_writer(root).start()  # recovery seals it again: same name, same content
+    assert w.wait_sealed(10)
+    w.close()
+    (f,) = list_sealed(root, "trades")
+    assert f.path == res.path
+    assert read_messages(str(root), "trades") == ms

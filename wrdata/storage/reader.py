@@ -64,23 +64,12 @@ def read_journal(
     end: Time = None,
 ) -> pa.Table:
     """Verified rows of the journal segments of ``table`` (live writers' and dead
-    writers' alike), with ``provider`` and ``date`` columns, unsorted."""
-    lo, hi = _ts(start), _ts(end)
-    full = pa.schema(list(schema(table)) + list(PARTITION_SCHEMA), metadata=schema(table).metadata)
-    parts: list[pa.Table] = []
-    for seg in list_segments(journal_dir, table, provider):
-        batches = [b for b in SegmentReader(seg.path) if b.num_rows]
-        if not batches:
-            continue
-        t = conform(table, pa.Table.from_batches(batches))
-        n = t.num_rows
-        t = t.append_column("provider", pa.array([seg.provider] * n, pa.string()))
-        t = t.append_column("date", pa.array([day_from_str(seg.date)] * n, pa.int32()).cast(pa.date32()))
-        parts.append(t.cast(full))
-    if not parts:
-        return full.empty_table()
-    out = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-    return _filter_time(out, lo, hi)
+    writers' alike), with ``provider`` and ``date`` columns, in segment order."""
+    segs = list_segments(journal_dir, table, provider)
+    t, _ = _read_tail(segs, [], table, _ts(start), _ts(end), None)
+    if t is None:
+        return pa.schema(list(schema(table)) + list(PARTITION_SCHEMA), metadata=schema(table).metadata).empty_table()
+    return t
 
 
 def _filter_time(t: pa.Table, lo: int | None, hi: int | None) -> pa.Table:
@@ -129,10 +118,24 @@ def read_table(
 ) -> pa.Table:
     """Rows of ``table`` in total order, from sealed files (pruned by partition, file
     name and row-group statistics) and, with ``journal=True`` (or a journal path), the
-    unsealed tail. ``start`` inclusive, ``end`` exclusive, on ``ts_recv``.
+    unsealed tail up to the last flush. ``start`` inclusive, ``end`` exclusive, on
+    ``ts_recv``.
+
+    Consistent while writers seal concurrently: a segment whose sealed file already
+    exists (same writer and first/last ``ts_recv``) is skipped, and if a segment
+    disappears while being read (sealed meanwhile) the listing is taken again.
     """
     lo, hi = _ts(start), _ts(end)
-    files = list_sealed(root, table, provider, lo, hi, filesystem=filesystem)
+    syms = _as_list(symbols)
+    jdir = None
+    if journal:
+        jdir = journal if isinstance(journal, str) else _default_journal(root, filesystem)
+    for _attempt in range(10):
+        segs = list_segments(jdir, table, provider) if jdir else []
+        files = list_sealed(root, table, provider, lo, hi, filesystem=filesystem)
+        tail, vanished = _read_tail(segs, files, table, lo, hi, syms)
+        if not vanished:
+            break
     d = dataset(root, table, filesystem=filesystem, files=[f.path for f in files])
     flt = None
     if lo is not None:
@@ -140,23 +143,40 @@ def read_table(
     if hi is not None:
         f2 = ds.field("ts_recv") < pa.scalar(hi, pa.timestamp("ns", "UTC"))
         flt = f2 if flt is None else flt & f2
-    syms = _as_list(symbols)
     if syms is not None and table != "raw":
         f3 = ds.field("symbol").isin(syms)
         flt = f3 if flt is None else flt & f3
     t = d.to_table(filter=flt)
-    if journal:
-        jdir = journal if isinstance(journal, str) else _default_journal(root, filesystem)
-        if jdir is not None:
-            j = read_journal(jdir, table, provider, lo, hi)
-            if syms is not None and table != "raw" and j.num_rows:
-                j = j.filter(pc.is_in(j.column("symbol").cast(pa.string()), pa.array(syms)))
-            if j.num_rows:
-                t = pa.concat_tables([t.cast(j.schema), j]) if t.num_rows else j
+    if tail is not None and tail.num_rows:
+        t = pa.concat_tables([t.cast(tail.schema), tail]) if t.num_rows else tail
     t = sort_total_order(t, table)
     if columns is not None:
         t = t.select(columns)
     return t
+
+
+def _read_tail(segs, files, table: str, lo, hi, syms) -> tuple[pa.Table | None, bool]:
+    sealed = {(f.provider, f.date, f.writer, f.first_ts, f.last_ts) for f in files}
+    full = pa.schema(list(schema(table)) + list(PARTITION_SCHEMA), metadata=schema(table).metadata)
+    parts = []
+    for seg in segs:
+        r = SegmentReader(seg.path)
+        batches = [b for b in r if b.num_rows]
+        if r.info.error and r.info.error.startswith("cannot open"):
+            return None, True  # sealed and removed while we looked: list again
+        if not batches or (seg.provider, seg.date, seg.writer, r.info.first_ts, r.info.last_ts) in sealed:
+            continue
+        t = conform(table, pa.Table.from_batches(batches))
+        n = t.num_rows
+        t = t.append_column("provider", pa.array([seg.provider] * n, pa.string()))
+        t = t.append_column("date", pa.array([day_from_str(seg.date)] * n, pa.int32()).cast(pa.date32()))
+        parts.append(t.cast(full))
+    if not parts:
+        return None, False
+    out = _filter_time(pa.concat_tables(parts), lo, hi)
+    if syms is not None and table != "raw" and out.num_rows:
+        out = out.filter(pc.is_in(out.column("symbol").cast(pa.string()), pa.array(syms)))
+    return out, False
 
 
 def _default_journal(root: str, filesystem) -> str | None:

@@ -65,6 +65,7 @@ _NEVER_DROP = ("events",)
 _RAW_BATCH_BYTES = 256 * MiB  # raw payloads per Arrow batch (binary arrays hold < 2 GiB)
 
 FsyncPolicy = Literal["flush", "seal", "never"]
+_FSYNC_ALIASES = {"batch": "flush", "always": "flush", "none": "never", "off": "never", "close": "seal"}
 
 
 @dataclass(slots=True)
@@ -216,8 +217,9 @@ class DatasetWriter:
         recover_interval: float = 60.0,
         midnight_grace: float | None = None,
     ) -> None:
+        fsync = _FSYNC_ALIASES.get(fsync, fsync)  # type: ignore[assignment]
         if fsync not in ("flush", "seal", "never"):
-            raise ValueError(f"bad fsync policy {fsync!r}: expected 'flush', 'seal' or 'never'")
+            raise ValueError(f"bad fsync policy {fsync!r}: expected 'flush' (alias 'batch', 'always'), 'seal' or 'never' (alias 'none', 'off')")
         for name, v in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("retry_interval", retry_interval)):
             if not v > 0:
                 raise ValueError(f"{name} must be positive, got {v!r}")
@@ -327,7 +329,7 @@ class DatasetWriter:
             self._woken = True
             self._wake.set()
         queued = self._in_bytes - self._out_bytes
-        if queued > self.memory_budget and self._started:
+        if queued > self.memory_budget:
             # the writer is not draining (hung disk, or far behind): drop the oldest
             # queued items here so memory stays bounded; the writer records the gap
             self._drop_queued(queued - self.memory_budget * 9 // 10)
