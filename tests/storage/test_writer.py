@@ -275,3 +275,34 @@ def test_non_local_root_needs_a_journal_dir(tmp_path):
         DatasetWriter("s3://bucket/prefix")  # refused before resolving the URI (no network)
     with pytest.raises(ValueError, match="journal_dir"):
         DatasetWriter("rec", filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
+
+
+def test_files_of_an_older_schema_version_still_read(make_writer):
+    """A file written before a column existed (and with plain strings) reads as the
+    current schema through the dataset, with the missing column null."""
+    import pyarrow as pa
+
+    w = make_writer().start()
+    w.on_messages([trade(1)])
+    w.close()
+    old = pa.table(
+        {
+            "ts_recv": pa.array([T0 + 5], pa.timestamp("ns", "UTC")),
+            "symbol": ["ETHUSDT"],
+            "writer": ["old-writer"],
+            "conn": pa.array([0], pa.int32()),
+            "seq": [9],
+            "idx": pa.array([0], pa.int32()),
+            "source": ["stream"],
+            "channel": ["trade"],
+            "price": [2.5],
+            "size": [1.0],
+        },
+        metadata={"wrdata.schema_version": "0", "wrdata.table": "trades"},
+    )
+    pq.write_table(old, f"{w.root}/trades/provider=binance/date=2024-08-09/old-writer-{T0 + 5}-{T0 + 5}.parquet")
+    t = read_table(w.root, "trades")
+    assert t.num_rows == 2 and t.schema.field("symbol").type == schema("trades").field("symbol").type
+    got = read_messages(w.root, "trades")
+    assert got[0].symbol == "ETHUSDT" and got[0].trade_id is None and got[0].price == 2.5
+    assert got[1] == trade(1)

@@ -619,6 +619,12 @@ class DatasetWriter:
                 kinds = sorted({str(m.kind) for m in msgs})
                 self._warn_once(f"kind:{kinds}", "storage: messages of kind %s are not recorded (no table for them)", kinds)
                 continue
+            if table == "book" and any(m.view for m in msgs):
+                # views (top-N of the local book) are rebuilt from deltas in replay; stored
+                # as deltas they would mean something else
+                self._warn_once(
+                    f"view:{provider}", "storage: %s book messages with view=True recorded as deltas: record the parser's deltas instead", provider
+                )
             self._add(table, provider, self._convert(table, provider, msgs))
         for provider, rows in raw_groups.items():
             for chunk in _chunks_by_bytes(rows, _RAW_BATCH_BYTES):
