@@ -1,4 +1,5 @@
-"""Bars built from trades, for intervals a venue does not stream (Coinbase: 5m only).
+"""Bars built from trades, for intervals a venue does not stream (Coinbase: 5m only),
+and bars resampled from a venue's own shorter bars (:class:`BarResampler`, IBKR).
 
 One builder per (provider, symbol, interval) sits behind the trade route. Every trade
 updates the open bar and emits it (``closed=False``), like a venue's kline updates; the
@@ -109,6 +110,94 @@ class BarBuilder:
             derived=True,
         )
         self.last = t
+        if closed:
+            self.closed = True
+        for put in self.consumers:
+            put(msg)
+
+
+class BarResampler:
+    """Closed venue bars of a short interval in, bars of a longer interval out.
+
+    For venues that stream short bars natively (IBKR's 5-second real-time bars): a
+    ``1m`` bar is the merge of its twelve 5-second bars, exact OHLCV, with no need for
+    every trade. Every source bar updates the open bar and emits it (``closed=False``);
+    the source bar that ends exactly at the interval's end closes it (``closed=True``, the
+    usual case), as does a source bar of a later interval or the clock passing the end
+    plus ``grace`` (the last source bar of an interval is only sent once it is over, so
+    ``grace`` defaults to one source interval). ``ts_event`` is the bar's start;
+    ``derived=True``.
+    """
+
+    __slots__ = ("interval", "source", "source_ns", "channel", "grace_ns", "consumers", "start", "end", "o", "h", "l", "c",
+                 "v", "last", "closed")
+
+    def __init__(self, interval: str, source: str, grace: float | None = None) -> None:
+        self.interval = interval
+        self.source = source
+        self.source_ns = interval_ns(source)
+        self.channel = f"bar:{interval}"
+        self.grace_ns = self.source_ns if grace is None else int(grace * 1e9)
+        self.consumers: list[Callable[[StreamMessage], None]] = []
+        self.start = self.end = 0
+        self.o = self.h = self.l = self.c = self.v = 0.0
+        self.last: StreamMessage | None = None
+        self.closed = True
+
+    def on_message(self, b: StreamMessage) -> None:
+        if b.kind != "bar" or b.interval != self.source or b.closed is False or b.open is None:
+            return
+        ts = b.ts_event if b.ts_event is not None else b.ts_recv
+        done = ts + self.source_ns
+        if not self.closed:
+            if ts < self.start:
+                return  # a late bar from before the open one
+            if ts < self.end:
+                self.h = max(self.h, b.high if b.high is not None else b.open)
+                self.l = min(self.l, b.low if b.low is not None else b.open)
+                self.c = b.close if b.close is not None else self.c
+                self.v += b.size or 0.0
+                self._emit(b, closed=done >= self.end)
+                return
+            self._emit(self.last or b, closed=True, ts_recv=b.ts_recv)  # a later bar proves the open one is over
+        start, end = bucket_start(ts, self.interval)
+        if start < self.end:
+            return  # belongs to a bar already closed: it cannot reopen it
+        self.start, self.end = start, end
+        self.o = b.open
+        self.h = b.high if b.high is not None else b.open
+        self.l = b.low if b.low is not None else b.open
+        self.c = b.close if b.close is not None else b.open
+        self.v = b.size or 0.0
+        self.closed = False
+        self._emit(b, closed=done >= end)
+
+    def on_time(self, now_ns: int) -> None:
+        if not self.closed and self.last is not None and now_ns >= self.end + self.grace_ns:
+            self._emit(self.last, closed=True, ts_recv=now_ns)
+
+    def _emit(self, b: StreamMessage, closed: bool, ts_recv: int | None = None) -> None:
+        msg = StreamMessage(
+            provider=b.provider,
+            symbol=b.symbol,
+            kind="bar",
+            ts_recv=b.ts_recv if ts_recv is None else ts_recv,
+            ts_event=self.start,
+            conn=b.conn,
+            seq=b.seq,
+            idx=b.idx,
+            source=b.source,
+            channel=self.channel,
+            open=self.o,
+            high=self.h,
+            low=self.l,
+            close=self.c,
+            size=self.v,
+            interval=self.interval,
+            closed=closed,
+            derived=True,
+        )
+        self.last = b
         if closed:
             self.closed = True
         for put in self.consumers:

@@ -232,6 +232,17 @@ class Venue:
     def derives_bars(self, channel: Channel) -> bool:
         return channel.kind == "bar" and channel.interval not in self.native_bars
 
+    def upstream(self, channel: Channel) -> Channel:
+        """The venue channel a subscription is fed from (what is asked of the venue and recorded).
+
+        Itself, or ``trade`` for bars the venue does not stream (built by
+        :class:`~wrdata.streaming.bars.BarBuilder`). A venue that streams short bars may
+        return a bar channel instead (IBKR: ``bar:5s`` for ``bar:1m``); those are resampled
+        by :class:`~wrdata.streaming.bars.BarResampler`. Live and replay sources both wire
+        subscriptions from this, so derived bars replay as they were built live.
+        """
+        return Channel("trade") if self.derives_bars(channel) else channel
+
     def streams(self, symbol: str, channel: Channel) -> list[Hashable]:
         """Venue streams (the unit of venue subscription and ref-counting) for one channel."""
         raise NotImplementedError
@@ -296,6 +307,16 @@ class Session:
         raise NotImplementedError
 
     def on_response(self, request: HttpRequest, response: HttpResponse, ts_recv: int, seq: int) -> list[StreamMessage]:
+        return []
+
+    def on_sent(self, payload: bytes, ts_recv: int, seq: int) -> list[StreamMessage]:
+        """A frame we sent (as recorded in ``raw``, redacted).
+
+        Most sessions decide what they send and need nothing here. A session whose
+        parsing depends on requests made by someone else (IBKR: ``ib_async`` assigns the
+        request ids the answers carry) learns them here; its live client calls this for
+        every frame it records as ``out``, and the rebuild driver does the same from ``raw``.
+        """
         return []
 
     # subscription changes on an open connection

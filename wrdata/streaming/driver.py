@@ -62,7 +62,12 @@ class RawDriver:
             return []
         if direction == "event":
             return [_decode_event(payload)]
-        return []  # frames we sent change nothing on the receiving side
+        if direction == "out":  # most sessions ignore their own frames; IBKR learns request ids
+            s = self.session(conn)
+            out = s.on_sent(payload, ts_recv, seq)
+            self._collect(conn, s)
+            return out
+        return []
 
     def _collect(self, conn: int, s: Session) -> None:
         if s.requests:

@@ -194,9 +194,11 @@ class Hub:
         for stage in self.timed:
             stage.on_time(now_ns)
 
-    def fail(self, provider: str, error: BaseException) -> None:
+    def fail(self, provider: str, error: BaseException, symbol: str | None = None) -> None:
+        """End consumers of ``provider`` with ``error`` (only those of ``symbol`` when given:
+        a venue refusing one symbol must not end the streams of the others)."""
         for c in list(self.consumers):
-            if provider in c.providers:
+            if provider in c.providers and (symbol is None or (provider, symbol) in c.symbols):
                 c.finish(error)
 
     def finish_all(self) -> None:

@@ -26,7 +26,7 @@ from ..channels import Channel
 from ..clock import recv_ns
 from ..message import StreamMessage
 from . import registry
-from .bars import BarBuilder
+from .bars import BarBuilder, BarResampler
 from .base import ConfigurationError, ProviderError, UnknownSymbolError, Venue
 from .book import BookView
 from .hub import Consumer, Hub
@@ -118,20 +118,26 @@ class Source:
                     hub.detach((sub.provider, sub.symbol, ch.route), view.on_message)
 
             sub.detach.append(undo_book)
-        elif ch.kind == "bar" and sub.upstream.kind == "trade":
+        elif ch.kind == "bar" and sub.upstream != ch:
+            # built from trades, or resampled from the venue's shorter bars (Venue.upstream)
             key = ("bar", sub.provider, sub.symbol, ch.interval)
+            src = (sub.provider, sub.symbol, sub.upstream.route)
             builder = hub.stages.get(key)
             if builder is None:
-                builder = hub.stages[key] = BarBuilder(ch.interval)
-                hub.attach((sub.provider, sub.symbol, "trade"), builder.on_message)
+                if sub.upstream.kind == "trade":
+                    builder = BarBuilder(ch.interval)
+                else:
+                    builder = BarResampler(ch.interval, sub.upstream.interval or "")
+                hub.stages[key] = builder
+                hub.attach(src, builder.on_message)
                 hub.timed.append(builder)
             builder.consumers.append(put)
 
-            def undo_bar(builder=builder, key=key) -> None:
+            def undo_bar(builder=builder, key=key, src=src) -> None:
                 builder.consumers.remove(put)
                 if not builder.consumers:
                     hub.stages.pop(key, None)
-                    hub.detach((sub.provider, sub.symbol, "trade"), builder.on_message)
+                    hub.detach(src, builder.on_message)
                     hub.timed.remove(builder)
 
             sub.detach.append(undo_bar)
@@ -227,7 +233,8 @@ class StreamManager(Source):
         return c
 
     def _fatal(self, provider: str, err: Exception) -> None:
-        self.hub.fail(provider, err)
+        # an error naming a symbol (a subscription refused) ends only that symbol's consumers
+        self.hub.fail(provider, err, getattr(err, "symbol", None))
 
     def resolve(self, symbol: str) -> str:
         return registry.resolve(symbol, self.credentials, self.stock_order)
@@ -239,7 +246,7 @@ class StreamManager(Source):
         venue.check_channel(channel)
         vsym = venue.venue_symbol(symbol)
         await self.validate(provider, vsym)
-        upstream = Channel("trade") if venue.derives_bars(channel) else channel
+        upstream = venue.upstream(channel)
         venue.streams(vsym, upstream)  # unsupported variants (e.g. a partial depth of 7) fail now
         return provider, vsym, upstream
 
