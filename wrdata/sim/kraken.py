@@ -222,6 +222,7 @@ class KrakenSimulator(SimServer):
             self._reply(conn, obj)
 
         if method == "ping":
+            conn.props["pings"] = conn.props.get("pings", 0) + 1
             return done({"method": "pong"})
         if method not in ("subscribe", "unsubscribe"):
             return done({**base, "error": f"Method not found: {method}", "success": False})
