@@ -22,5 +22,9 @@ from .sim.cli import sim as _sim_command  # noqa: E402
 
 main.add_command(_sim_command)
 
+from .capture.cli import capture as _capture_command  # noqa: E402
+
+main.add_command(_capture_command)
+
 if __name__ == "__main__":
     main()

@@ -175,6 +175,8 @@ class StreamManager(Source):
         self.refs: dict[tuple[str, Hashable], int] = {}
         self.taps: list[Tap] = []
         self._ticker: asyncio.Task | None = None
+        #: called with (provider, error) when a provider stops for good (credentials refused)
+        self.fatal_hooks: list[Callable[[str, Exception], None]] = []
         self._instrument_locks: dict[str, asyncio.Lock] = {}
         for name in list(self.endpoints) + list(self.rest_endpoints) + list(self.options):
             registry.venue_class(name)  # unknown provider names fail here, clearly
@@ -233,6 +235,8 @@ class StreamManager(Source):
         return c
 
     def _fatal(self, provider: str, err: Exception) -> None:
+        for hook in self.fatal_hooks:
+            hook(provider, err)
         # an error naming a symbol (a subscription refused) ends only that symbol's consumers
         self.hub.fail(provider, err, getattr(err, "symbol", None))
 

@@ -349,15 +349,13 @@ class WsClient:
         return link
 
     async def _await_delivery(self, link: Link) -> None:
-        """A rollover keeps the old link until the new one delivers (or a grace period)."""
+        """A rollover keeps the old link until the new one receives frames (or a grace period
+        ends), then a little longer so both cover the switch; the Sequencer drops the overlap."""
         deadline = time.monotonic() + self.venue.rollover_overlap
-        start = link.delivered
-        while time.monotonic() < deadline and link.delivered == start:
+        since = link.last_rx
+        while time.monotonic() < deadline and link.last_rx == since:
             await asyncio.sleep(0.01)
-        while time.monotonic() < deadline:  # overlap a little more so both cover the switch
-            await asyncio.sleep(0.01)
-            if link.delivered > start:
-                break
+        await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     async def _pump(self, link: Link) -> None:
         """Send queued control frames (throttled) and perform REST requests for one link."""

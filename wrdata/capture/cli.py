@@ -1,0 +1,75 @@
+"""``wrdata capture`` and ``wrdata rebuild``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from .config import CaptureConfig, ConfigError, default_root, load_config, parse_endpoints, parse_targets
+
+
+def _fail(e: Exception) -> None:
+    raise click.UsageError(str(e))  # one line, exit status 2
+
+
+@click.command()
+@click.argument("targets", nargs=-1)
+@click.option("--kinds", default="trade", show_default=True, help="Comma-separated: trade,aggtrade,quote,bar:1m,book:20")
+@click.option("--root", default=None, help="Dataset root (default $WRDATA_ROOT, else ./data).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file with providers, symbols, kinds.")
+@click.option("--duration", type=float, help="Seconds to capture, then seal and exit 0.")
+@click.option("--endpoint", "endpoints", multiple=True, help="provider=URL (a simulator, testnet or proxy); repeatable.")
+@click.option("--rest-endpoint", "rest_endpoints", multiple=True, help="provider=URL for REST calls, if not derived from --endpoint.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Shard subscriptions over N processes (one writer each).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (127.0.0.1; --metrics-host to change).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--status", "status_mode", type=click.Choice(["auto", "rich", "log", "none"]), default="auto", show_default=True,
+              help="Live table on a terminal, periodic log lines otherwise.")
+@click.option("--status-interval", type=float, default=10.0, show_default=True, help="Seconds between status log lines.")
+@click.option("--writer-id", help="Writer id (default: unique per host and process).")
+@click.option("--journal-dir", help="Local directory for the journal (default <root>/_journal).")
+@click.option("--flush-interval", type=float, help="Seconds between journal flushes (default 1).")
+@click.option("--roll-interval", type=float, help="Seconds per sealed file (default 3600).")
+@click.option("--fsync", type=click.Choice(["flush", "seal", "never"]), help="When the journal is fsynced.")
+@click.option("--transport", type=click.Choice(["picows", "websockets"]), help="WebSocket client library.")
+def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoints, workers, metrics_port, metrics_host,
+            status_mode, status_interval, writer_id, journal_dir, flush_interval, roll_interval, fsync, transport) -> None:
+    """Record providers into rolling zstd Parquet, partitioned by provider and date.
+
+    \b
+    wrdata capture binance:BTCUSDT,ETHUSDT coinbase:BTC-USD --kinds trade,quote,bar:1m
+    wrdata capture --config capture.toml --duration 60
+    wrdata capture BTCUSDT --endpoint binance=ws://127.0.0.1:9001
+    """
+    from .daemon import CaptureDaemon, run_workers
+
+    logging.getLogger("wrdata.capture").setLevel(logging.INFO)
+    try:
+        if config_path:
+            if targets:
+                raise ConfigError("give targets on the command line or in --config, not both")
+            config = load_config(config_path)
+        else:
+            config = CaptureConfig(targets=parse_targets(list(targets), kinds), root=default_root())
+        if root:
+            config.root = root
+        config.endpoints.update(parse_endpoints(list(endpoints)))
+        config.rest_endpoints.update(parse_endpoints(list(rest_endpoints), "--rest-endpoint"))
+        for name, value in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("fsync", fsync)):
+            if value is not None:
+                setattr(config.storage, name, value)
+        if workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        kwargs = dict(duration=duration, writer_id=writer_id, journal_dir=journal_dir, status=status_mode,
+                      status_interval=status_interval, metrics_port=metrics_port, metrics_host=metrics_host, transport=transport)
+        if workers > 1:
+            daemon = CaptureDaemon(config, **kwargs)  # validates the arguments
+            asyncio.run(daemon.check())
+            code = run_workers(config, workers, **kwargs)
+        else:
+            code = asyncio.run(CaptureDaemon(config, **kwargs).run())
+    except ConfigError as e:
+        _fail(e)
+    raise SystemExit(code)
