@@ -273,6 +273,10 @@ class WsClient:
                     link = new
                     continue
                 if outcome == "stop":
+                    if not slot.streams:
+                        # retire the slot before awaiting the close: streams added meanwhile must go
+                        # to a new slot, not to this one, whose supervisor is about to end
+                        slot.stopping = True
                     await self._close_link(link, "unsubscribed" if not slot.streams else "closed")
                     link = None
                     break
