@@ -192,3 +192,31 @@ def test_crash_between_seal_and_segment_removal_is_idempotent(tmp_path, make_wri
     (f,) = list_sealed(root, "trades")
     assert f.path == res.path
     assert read_messages(str(root), "trades") == ms
+
+
+def test_recovery_seal_failure_is_retried_by_the_next_scan(tmp_path, make_writer):
+    import errno
+
+    root = tmp_path / "data"
+    path, ms = dead_segment(root)
+    failing = {"on": True}
+
+    def fault(op, p):
+        if failing["on"] and op == "seal.write":
+            raise OSError(errno.ENOSPC, "No space left on device", p)
+
+    log = StatusLog()
+    w = make_writer(root, on_status=log, recover_interval=0.05)
+    w.fs.fault = fault
+    w.start()
+    assert w.wait_sealed(10)  # the attempt failed and is not left pending
+    assert os.path.exists(path) and list_sealed(root) == []
+    assert log.of("error")
+    failing["on"] = False
+    import time
+
+    deadline = time.monotonic() + 10
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert w.wait_sealed(10)
+    assert read_messages(str(root), "trades") == ms and len(list_sealed(root)) == 1

@@ -133,11 +133,14 @@ def list_sealed(
     end: int | datetime | str | None = None,
     *,
     filesystem: pafs.FileSystem | str | None = None,
+    supersede: bool = True,
 ) -> list[SealedFile]:
     """Sealed files of a recording, pruned by table, provider and ``ts_recv`` range
     (``start`` inclusive, ``end`` exclusive), from directory listings only.
 
-    Sorted by (table, provider, date, first_ts, writer).
+    Files that a compacted file replaces (listed between a compaction's write and its
+    removal of the old files) are left out unless ``supersede=False``: see
+    :mod:`.compact`. Sorted by (table, provider, date, first_ts, writer).
     """
     from .fs import resolve_root
 
@@ -172,6 +175,10 @@ def list_sealed(
                         continue
                     out.append(SealedFile(info.path, t, p, d, w, first, last, info.size or 0))
     out.sort(key=lambda f: (f.table, f.provider, f.date, f.first_ts, f.writer))
+    if supersede:
+        from .compact import drop_superseded
+
+        out = drop_superseded(out, fs)
     return out
 
 

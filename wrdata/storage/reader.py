@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ from ..message import StreamMessage
 from .convert import RawFrame, to_messages, to_raw_frames
 from .fs import resolve_root
 from .journal import SegmentReader
-from .layout import _as_list, _ts, day_from_str, list_sealed, list_segments
+from .layout import SealedFile, _as_list, _ts, day_from_str, list_sealed, list_segments
 from .schema import PARTITION_SCHEMA, SORT_KEYS, conform, schema
 
 Time = int | datetime | str | None
@@ -104,6 +105,45 @@ def sort_total_order(t: pa.Table, table: str) -> pa.Table:
     return t.take(idx)
 
 
+@dataclass
+class Snapshot:
+    """What a reader reads at one moment: sealed files, and the journal rows not yet in
+    any of them (``tail``: the table's schema plus ``provider`` and ``date``, already
+    pruned by time and symbol; ``None`` if there are none)."""
+
+    files: list[SealedFile]
+    tail: pa.Table | None
+
+
+def snapshot(
+    root: str,
+    table: str,
+    provider: str | list[str] | None = None,
+    start: Time = None,
+    end: Time = None,
+    symbols: str | list[str] | None = None,
+    *,
+    journal: bool | str = True,
+    filesystem: pafs.FileSystem | str | None = None,
+) -> Snapshot:
+    """A consistent view of ``table``: every row exactly once, either in a listed sealed
+    file or in the tail, even while writers seal concurrently (a segment whose sealed
+    file is listed is skipped; if a segment vanishes while being read, everything is
+    listed again). :func:`read_table` and ``wrdata.queries.connect`` read through this."""
+    lo, hi = _ts(start), _ts(end)
+    syms = _as_list(symbols)
+    jdir = None
+    if journal:
+        jdir = journal if isinstance(journal, str) else _default_journal(root, filesystem)
+    for _attempt in range(10):
+        segs = list_segments(jdir, table, provider) if jdir else []
+        files = list_sealed(root, table, provider, lo, hi, filesystem=filesystem)
+        tail, vanished = _read_tail(segs, files, table, lo, hi, syms)
+        if not vanished:
+            break
+    return Snapshot(files, tail)
+
+
 def read_table(
     root: str,
     table: str,
@@ -127,15 +167,8 @@ def read_table(
     """
     lo, hi = _ts(start), _ts(end)
     syms = _as_list(symbols)
-    jdir = None
-    if journal:
-        jdir = journal if isinstance(journal, str) else _default_journal(root, filesystem)
-    for _attempt in range(10):
-        segs = list_segments(jdir, table, provider) if jdir else []
-        files = list_sealed(root, table, provider, lo, hi, filesystem=filesystem)
-        tail, vanished = _read_tail(segs, files, table, lo, hi, syms)
-        if not vanished:
-            break
+    snap = snapshot(root, table, provider, lo, hi, syms, journal=journal, filesystem=filesystem)
+    files, tail = snap.files, snap.tail
     d = dataset(root, table, filesystem=filesystem, files=[f.path for f in files])
     flt = None
     if lo is not None:

@@ -1059,7 +1059,8 @@ class DatasetWriter:
             job = _SealJob(s.path, s.table, s.provider, _day_from(s.date), writer, "recovery")
             ok = self._seal_job(job)
             if not ok:
-                continue  # stays in the journal; the next scan retries
+                self._seal_done(job)  # stays in the journal; the next scan retries it
+                continue
             res = job.result
             self.stats.recovered_segments += 1
             if res is None:

@@ -18,6 +18,7 @@ a segment is found out of order anyway (written by other code), it is sorted in 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,10 +105,54 @@ def seal_segment(
 
 
 def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_bytes, sort: bool) -> SealResult:
-    rg_rows = rg_rows or PARQUET_DEFAULTS["row_group_rows"]
-    rg_bytes = rg_bytes or PARQUET_DEFAULTS["row_group_bytes"]
-    opts = parquet_options(table, compression_level=level)
     reader = SegmentReader(segment_path)
+    # the temporary name derives from the segment's (unique) name; the final name needs
+    # first_ts/last_ts, known at the end
+    directory = partition_dir(fs.root, table, provider, day)
+    placeholder = f"{directory}/{segment_path.rsplit('/', 1)[-1]}.parquet"
+    batches = reader
+    if sort:
+        batches = list(reader)
+        if batches:
+            rg = rg_rows or PARQUET_DEFAULTS["row_group_rows"]
+            batches = sort_batch(pa.Table.from_batches(batches), table).combine_chunks().to_batches(max_chunksize=rg)
+    path, rows, size = write_sealed(
+        fs, batches, table, provider, day, writer, placeholder=placeholder, check_order=not sort,
+        compression_level=level, row_group_rows=rg_rows, row_group_bytes=rg_bytes,
+    )
+    return SealResult(path, rows, size, reader.info)
+
+
+def write_sealed(
+    fs: StorageFS,
+    batches: Iterable[pa.RecordBatch],
+    table: str,
+    provider: str,
+    day: int,
+    writer: str,
+    *,
+    placeholder: str,
+    check_order: bool = True,
+    metadata: dict[str, str] | None = None,
+    compression_level: int | None = None,
+    row_group_rows: int | None = None,
+    row_group_bytes: int | None = None,
+) -> tuple[str | None, int, int]:
+    """Write ``batches`` (one writer's rows of one table/provider/day, already in total
+    order) as one sealed file: the Parquet settings of :func:`parquet_options`, row groups
+    of about ``row_group_rows`` rows, under a temporary name derived from ``placeholder``
+    (a unique path in the partition directory), then moved to
+    ``<writer>-<first_ts>-<last_ts>.parquet``. Returns ``(path, rows, bytes)``, path
+    ``None`` if there were no rows. The capture's sealing and ``compact`` both write
+    through here, so every sealed file has the same layout.
+
+    With ``check_order`` the rows are checked against the total order as they stream by
+    (raises :class:`_OutOfOrder`, leaving nothing behind). ``metadata`` is added to the
+    file's key-value metadata.
+    """
+    rg_rows = row_group_rows or PARQUET_DEFAULTS["row_group_rows"]
+    rg_bytes = row_group_bytes or PARQUET_DEFAULTS["row_group_bytes"]
+    opts = parquet_options(table, compression_level=compression_level)
     out = tmp = pw = None
     rows = 0
     first_ts = last_ts = None
@@ -115,19 +160,11 @@ def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_byt
     buf: list[pa.RecordBatch] = []
     buf_rows = buf_bytes = 0
     directory = partition_dir(fs.root, table, provider, day)
-    # the temporary name derives from the segment's (unique) name; the final name needs
-    # first_ts/last_ts, known at the end
-    placeholder = f"{directory}/{segment_path.rsplit('/', 1)[-1]}.parquet"
     try:
-        batches = reader
-        if sort:
-            batches = list(reader)
-            if batches:
-                batches = sort_batch(pa.Table.from_batches(batches), table).combine_chunks().to_batches(max_chunksize=rg_rows)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            if not sort:
+            if check_order:
                 cols = key_columns(batch, table)
                 first, last = first_last_key(cols)
                 if (prev_key is not None and first < prev_key) or not is_sorted(cols):
@@ -151,10 +188,12 @@ def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_byt
                 pw.write_table(pa.Table.from_batches(buf), row_group_size=max(rg_rows, buf_rows))
                 buf, buf_rows, buf_bytes = [], 0, 0
         if pw is None:
-            return SealResult(None, 0, 0, reader.info)
+            return None, 0, 0
         if buf:
             pw.write_table(pa.Table.from_batches(buf), row_group_size=max(rg_rows, buf_rows))
-        pw.add_key_value_metadata({"wrdata.first_ts": str(first_ts), "wrdata.last_ts": str(last_ts), "wrdata.rows": str(rows)})
+        pw.add_key_value_metadata(
+            {**(metadata or {}), "wrdata.first_ts": str(first_ts), "wrdata.last_ts": str(last_ts), "wrdata.rows": str(rows)}
+        )
         pw.close()
         final = f"{directory}/{sealed_name(writer, first_ts, last_ts)}"
         fs.seal_commit(out, tmp, final)
@@ -168,5 +207,4 @@ def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_byt
         if tmp is not None:
             fs.seal_abort(out, tmp)
         raise
-    size = fs.file_size(final)
-    return SealResult(final, rows, size, reader.info)
+    return final, rows, fs.file_size(final)
