@@ -30,7 +30,7 @@ from ..message import StreamMessage, status_message
 
 log = logging.getLogger("wrdata.streaming")
 
-_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|apikey|api_key|key|secret|signature|jwt|password)=)[^&#]*")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:token|apikey|api_key|key|secret|signature|jwt|password)=)[^&#\s]*")
 
 
 def redact_url(url: str) -> str:
@@ -251,6 +251,16 @@ class Venue:
         """(symbol, channel route) a venue stream feeds; used to address gap events."""
         raise NotImplementedError
 
+    def connection_group(self, stream: Hashable) -> Hashable:
+        """Streams of different groups never share a connection.
+
+        For venues whose streams live behind different URLs of one provider (Alpaca's
+        stock feed and crypto feed, Polygon's ``/stocks`` and ``/crypto`` clusters): the
+        runner gives each group its own connections, and a session's streams all belong
+        to one group, so it can derive its URL from them.
+        """
+        return None
+
     def session(self, conn: int, streams: list[Hashable]) -> "Session":
         raise NotImplementedError
 
@@ -276,6 +286,10 @@ class Session:
         #: set when the venue asks us to move (e.g. a shutdown notice): the runner opens a
         #: replacement connection and switches over without a gap, as for a rollover
         self.replace_requested: str | None = None
+        #: set when the venue reports a condition that only a new connection cures (an auth
+        #: timeout, a slow-client error, a connection-limit error that may clear): the
+        #: runner drops this connection and reconnects with backoff (an outage, with gap events)
+        self.reconnect_requested: str | None = None
         self.bad_frames = 0
         self._bad_kinds: set[str] = set()
 
@@ -332,6 +346,14 @@ class Session:
 
     def on_close(self, code: int | None, reason: str) -> Exception | None:
         """Map a close the venue initiated to a fatal error (None: just reconnect)."""
+        return None
+
+    def on_connect_error(self, status: int | None, error: Exception) -> Exception | None:
+        """Map a failed connection attempt to a fatal error (None: retry with backoff).
+
+        ``status`` is the HTTP status of a refused WebSocket upgrade, if there was one
+        (venues that authenticate in the URL refuse a bad key with 401).
+        """
         return None
 
     # helpers for subclasses

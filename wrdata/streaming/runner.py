@@ -39,7 +39,7 @@ from ..clock import recv_ns
 from ..message import StreamMessage, status_message
 from .base import HttpRequest, HttpResponse, Session, Venue, redact_url
 from .http import fetch
-from .transport import TransportClosed, transport_class
+from .transport import TransportClosed, handshake_status, transport_class
 
 log = logging.getLogger("wrdata.streaming.runner")
 
@@ -49,6 +49,13 @@ FatalSink = Callable[[str, Exception], None]
 
 _conn_ids = itertools.count(1)
 _encode = msgspec.json.Encoder().encode
+
+
+def backoff_delay(venue: Venue, attempt: int) -> float:
+    """Exponential backoff with jitter; the exponent is capped so that a venue down for
+    days (thousands of attempts) cannot overflow the float arithmetic and kill the slot."""
+    delay = min(venue.backoff_max, venue.backoff_initial * 2 ** min(max(attempt - 1, 0), 30))
+    return delay * random.uniform(0.5, 1.0)  # jitter: many clients must not retry in step
 
 
 def next_conn_id() -> int:
@@ -101,8 +108,10 @@ class Link:
             self.delivered += len(msgs)
             self.sink(msgs)
         s = self.session
-        if s.outbox or s.requests or s.fatal is not None:
+        if s.outbox or s.requests or s.fatal is not None or s.reconnect_requested:
             self.wake.set()
+            if s.fatal is not None or s.reconnect_requested:
+                self.slot.changed.set()  # the supervisor acts now, not at its next tick
 
     def on_activity(self, ts: int) -> None:
         self.last_rx = ts
@@ -131,8 +140,9 @@ class Link:
 class Slot:
     """A logical connection: the streams it should carry and the task keeping it open."""
 
-    def __init__(self, client: "WsClient", streams: Iterable[Hashable]) -> None:
+    def __init__(self, client: "WsClient", streams: Iterable[Hashable], group: Hashable = None) -> None:
         self.client = client
+        self.group = group  # the venue's connection group: streams of other groups never join
         self.streams: set[Hashable] = set(streams)
         self.link: Link | None = None
         self.task: asyncio.Task | None = None
@@ -192,21 +202,26 @@ class WsClient:
         if self.fatal is not None:
             raise self.fatal
         have = set().union(*(s.streams for s in self.slots)) if self.slots else set()
-        new = [s for s in streams if s not in have]
+        groups: dict[Hashable, list[Hashable]] = {}
+        group_of = self.venue.connection_group
+        for s in streams:
+            if s not in have:
+                groups.setdefault(group_of(s), []).append(s)
         cap = self.venue.max_streams_per_conn
-        for slot in self.slots:
-            if not new:
-                break
-            room = cap - len(slot.streams)
-            if room > 0 and not slot.stopping:
-                take, new = new[:room], new[room:]
-                slot.streams.update(take)
-                slot.changed.set()
-        while new:
-            take, new = new[:cap], new[cap:]
-            slot = Slot(self, take)
-            self.slots.append(slot)
-            slot.task = asyncio.get_running_loop().create_task(self._supervise(slot), name=f"wrdata-{self.venue.name}-slot")
+        for group, new in groups.items():
+            for slot in self.slots:
+                if not new:
+                    break
+                room = cap - len(slot.streams)
+                if room > 0 and not slot.stopping and slot.group == group:
+                    take, new = new[:room], new[room:]
+                    slot.streams.update(take)
+                    slot.changed.set()
+            while new:
+                take, new = new[:cap], new[cap:]
+                slot = Slot(self, take, group)
+                self.slots.append(slot)
+                slot.task = asyncio.get_running_loop().create_task(self._supervise(slot), name=f"wrdata-{self.venue.name}-slot")
 
     def remove(self, streams: list[Hashable]) -> None:
         gone = set(streams)
@@ -245,12 +260,13 @@ class WsClient:
                 if link is None:
                     link = await self._open(slot)
                     if link is None:
+                        if self.fatal is not None:
+                            break
                         attempt += 1
                         if outage_start is None:
                             outage_start = recv_ns()
                             outage_reason = "connect failed"
-                        delay = min(venue.backoff_max, venue.backoff_initial * 2 ** (attempt - 1))
-                        delay *= random.uniform(0.5, 1.0)  # jitter: many clients must not retry in step
+                        delay = backoff_delay(venue, attempt)
                         self.event("reconnecting", f"attempt {attempt + 1} in {delay:.2f}s")
                         if await self._sleep_or_stop(slot, delay):
                             break
@@ -325,21 +341,30 @@ class WsClient:
         except Exception as e:
             log.warning("%s: connect failed: %s", venue.describe(), _describe_error(e))
             link.event("error", f"connect failed: {_describe_error(e)}")
+            fatal = link.session.on_connect_error(handshake_status(e), e)
+            if fatal is not None:
+                self._fail(fatal)
             return None
         link.opened_at = time.monotonic()
         link.last_rx = recv_ns()
         link.event("connected", link.url.split("?")[0])
         link.deliver(link.session.on_open(recv_ns()))
         link.tasks.append(asyncio.get_running_loop().create_task(self._pump(link)))
+        link.wake.set()  # frames queued by on_open go out even if the session is ready at once
         deadline = time.monotonic() + venue.ready_timeout
-        while not link.session.ready:
-            if link.session.fatal is not None or link.transport.done.done() or time.monotonic() > deadline:
+        session = link.session
+        while not session.ready:
+            if (
+                session.fatal is not None or session.reconnect_requested or link.transport.done.done()
+                or time.monotonic() > deadline
+            ):
                 break
             link.wake.set()
             await asyncio.sleep(0.005)
-        if not link.session.ready:
+        if not session.ready or session.reconnect_requested:
             why = (
-                str(link.session.fatal) if link.session.fatal is not None
+                str(session.fatal) if session.fatal is not None
+                else session.reconnect_requested if session.reconnect_requested
                 else "closed during subscribe" if link.transport.done.done()
                 else f"no subscription confirmed within {venue.ready_timeout}s"
             )
@@ -413,6 +438,9 @@ class WsClient:
             if session.fatal is not None:
                 self._fail(session.fatal)
                 return f"fatal: {session.fatal}"
+            if session.reconnect_requested:
+                log.warning("%s conn %d: %s; reconnecting", venue.name, link.conn, session.reconnect_requested)
+                return session.reconnect_requested
             done = link.transport.done
             if done.done():
                 t = link.transport

@@ -26,6 +26,35 @@ FrameCallback = Callable[[bytes, int], None]
 ActivityCallback = Callable[[int], None]
 
 
+def handshake_status(error: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket upgrade (401, 403, 429, ...), else None.
+
+    picows raises ``WSInvalidStatusError`` (``.response.status``), websockets
+    ``InvalidStatus`` (``.response.status_code``).
+    """
+    resp = getattr(error, "response", None)
+    if resp is None:
+        return None
+    status = getattr(resp, "status_code", None)
+    if status is None:
+        status = getattr(resp, "status", None)
+    try:
+        return int(status) if status is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class _RedactingLogger(logging.LoggerAdapter):
+    """websockets logs the request line at DEBUG (``GET /?token=...``): keep keys out of logs."""
+
+    def log(self, level, msg, *args, **kwargs):  # type: ignore[override]
+        if self.isEnabledFor(level):
+            from .base import redact_url
+
+            text = redact_url(str(msg) % args if args else str(msg))
+            self.logger.log(level, "%s", text, **kwargs)
+
+
 class TransportClosed(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"connection closed (code {code}{', ' + reason if reason else ''})")
@@ -203,6 +232,7 @@ class WebsocketsTransport(Transport):
             ping_interval=None,  # the runner decides when to ping
             compression=None,
             max_queue=None,
+            logger=_RedactingLogger(logging.getLogger("websockets.client")),
         )
         self._on_activity = on_activity
         self.task = asyncio.get_running_loop().create_task(self._pump(on_frame, on_activity))
