@@ -20,6 +20,9 @@ PROVIDERS: dict[str, str] = {
     "binance": "wrdata.streaming.binance:BinanceVenue",
     "coinbase": "wrdata.streaming.coinbase:CoinbaseVenue",
     "kraken": "wrdata.streaming.kraken:KrakenVenue",
+    "alpaca": "wrdata.streaming.alpaca:AlpacaVenue",
+    "polygon": "wrdata.streaming.polygon:PolygonVenue",
+    "finnhub": "wrdata.streaming.finnhub:FinnhubVenue",
 }
 
 #: order in which stock providers are tried for a plain ticker (first with credentials wins)
