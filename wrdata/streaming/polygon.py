@@ -101,6 +101,30 @@ class PolygonConnectionLimitError(ProviderError):
 
 _NO_CONDITIONS = msgspec.Raw(b"")
 _JSON_SPACE = b" \t\r\n"
+_MISS = object()
+#: JSON text of a condition list -> "0,12" (None for none); bounded: cleared if it ever fills
+_CONDITIONS: dict[bytes, str | None] = {}
+#: the same for crypto trades, with the aggressor side (conditions 1 = sell, 2 = buy)
+_CRYPTO_CONDITIONS: dict[bytes, tuple[str | None, str | None]] = {}
+
+
+def _conditions(text: bytes) -> str | None:
+    """``b"[0, 12]"`` -> ``"0,12"``; ``b""``/``b"null"``/``b"[]"`` -> None. Cached."""
+    value = (text[1:-1].translate(None, _JSON_SPACE).decode() or None) if text[:1] == b"[" else None
+    if len(_CONDITIONS) >= 4096:
+        _CONDITIONS.clear()
+    _CONDITIONS[text] = value
+    return value
+
+
+def _crypto_conditions(text: bytes) -> tuple[str | None, str | None]:
+    value = (text[1:-1].translate(None, _JSON_SPACE).decode() or None) if text[:1] == b"[" else None
+    codes = value.split(",") if value else ()
+    side = "sell" if "1" in codes else "buy" if "2" in codes else None
+    if len(_CRYPTO_CONDITIONS) >= 4096:
+        _CRYPTO_CONDITIONS.clear()
+    _CRYPTO_CONDITIONS[text] = (value, side)
+    return value, side
 
 
 class _T(msgspec.Struct, tag_field="ev", tag="T", gc=False):
@@ -144,7 +168,7 @@ class _XT(msgspec.Struct, tag_field="ev", tag="XT", gc=False):
     t: int
     x: int = 0
     i: int | str | None = None
-    c: list[int] | None = None
+    c: msgspec.Raw = _NO_CONDITIONS
 
 
 class _XQ(msgspec.Struct, tag_field="ev", tag="XQ", gc=False):
@@ -343,35 +367,57 @@ class PolygonSession(Session):
         return self._messages(events, ts_recv, seq)
 
     def _messages(self, events: list, ts: int, seq: int) -> list[StreamMessage]:
-        # The hot loop: one class test and one constructor call per event.
+        # The hot loop: one class test and one constructor call per event; condition
+        # lists are looked up by their JSON text (a few hundred distinct ones a day).
         out: list[StreamMessage] = []
         append = out.append
         conn = self.conn
         new = StreamMessage
         xs = _EXCHANGE
+        ms = _MS
+        conditions = _CONDITIONS
         idx = 0
         for e in events:
             cls = e.__class__
             if cls is _T:
-                c = bytes(e.c)  # the JSON text of the condition list, or b"" / b"null"
+                c = bytes(e.c)
+                cond = conditions.get(c, _MISS)
+                if cond is _MISS:
+                    cond = _conditions(c)
                 x = e.x
                 i = e.i
                 append(new(
-                    provider="polygon", symbol=e.sym, kind="trade", ts_recv=ts, ts_event=e.t * _MS, conn=conn, seq=seq,
+                    provider="polygon", symbol=e.sym, kind="trade", ts_recv=ts, ts_event=e.t * ms, conn=conn, seq=seq,
                     idx=idx, channel="trade", price=e.p, size=e.s, trade_ref=i if i.__class__ is str or i is None else str(i),
-                    exchange=xs[x] if 0 <= x < 256 else str(x),
-                    conditions=(c[1:-1].translate(None, _JSON_SPACE).decode() or None) if c[:1] == b"[" else None,
+                    exchange=xs[x] if 0 <= x < 256 else str(x), conditions=cond,
                 ))
             elif cls is _Q:
                 append(new(
-                    provider="polygon", symbol=e.sym, kind="quote", ts_recv=ts, ts_event=e.t * _MS, conn=conn, seq=seq,
+                    provider="polygon", symbol=e.sym, kind="quote", ts_recv=ts, ts_event=e.t * ms, conn=conn, seq=seq,
                     idx=idx, channel="quote", bid=e.bp, ask=e.ap, bid_size=e.bs, ask_size=e.as_, update_id=e.q,
                 ))
             elif cls is _XT:
-                append(self._xt(e, ts, seq, idx))
+                c = bytes(e.c)
+                both = _CRYPTO_CONDITIONS.get(c)
+                if both is None:
+                    both = _crypto_conditions(c)
+                x = e.x
+                i = e.i
+                if i.__class__ is int:  # the docs' type; the SDK's is str
+                    append(new(
+                        provider="polygon", symbol=e.pair, kind="trade", ts_recv=ts, ts_event=e.t * ms, conn=conn, seq=seq,
+                        idx=idx, channel="trade", price=e.p, size=e.s, side=both[1], trade_id=i,
+                        exchange=xs[x] if 0 <= x < 256 else str(x), conditions=both[0],
+                    ))
+                else:
+                    append(new(
+                        provider="polygon", symbol=e.pair, kind="trade", ts_recv=ts, ts_event=e.t * ms, conn=conn, seq=seq,
+                        idx=idx, channel="trade", price=e.p, size=e.s, side=both[1], trade_ref=i,
+                        exchange=xs[x] if 0 <= x < 256 else str(x), conditions=both[0],
+                    ))
             elif cls is _XQ:
                 append(new(
-                    provider="polygon", symbol=e.pair, kind="quote", ts_recv=ts, ts_event=e.t * _MS, conn=conn, seq=seq,
+                    provider="polygon", symbol=e.pair, kind="quote", ts_recv=ts, ts_event=e.t * ms, conn=conn, seq=seq,
                     idx=idx, channel="quote", bid=e.bp, ask=e.ap, bid_size=e.bs, ask_size=e.as_,
                 ))
             elif cls is _AM or cls is _A:
@@ -385,18 +431,6 @@ class PolygonSession(Session):
                 continue  # LULD, NOI, FMV, ...: not in the event model; kept in raw
             idx += 1
         return out
-
-    def _xt(self, e: _XT, ts: int, seq: int, idx: int) -> StreamMessage:
-        c = e.c
-        i = e.i
-        x = e.x
-        return StreamMessage(
-            provider="polygon", symbol=e.pair, kind="trade", ts_recv=ts, ts_event=e.t * _MS, conn=self.conn, seq=seq,
-            idx=idx, channel="trade", price=e.p, size=e.s,
-            side=("sell" if 1 in c else "buy" if 2 in c else None) if c else None,
-            trade_id=i if type(i) is int else None, trade_ref=i if type(i) is str else None,
-            exchange=_EXCHANGE[x] if 0 <= x < 256 else str(x), conditions=",".join(map(str, c)) if c else None,
-        )
 
     def _bar(self, symbol: str, e: Any, interval: str, ts: int, seq: int, idx: int) -> StreamMessage:
         return StreamMessage(
