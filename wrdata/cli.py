@@ -26,5 +26,11 @@ from .capture.cli import capture as _capture_command  # noqa: E402
 
 main.add_command(_capture_command)
 
+# `wrdata query / ls / verify / compact / ohlcv`: with the queries (wrdata/queries/cli.py)
+from .queries.cli import COMMANDS as _query_commands  # noqa: E402
+
+for _cmd in _query_commands:
+    main.add_command(_cmd)
+
 if __name__ == "__main__":
     main()
