@@ -23,6 +23,7 @@ from websockets.http11 import Response
 from wrdata.message import StreamMessage
 from wrdata.streaming.base import AuthenticationError, Session, Venue
 from wrdata.streaming.runner import WsClient, backoff_delay
+from wrdata.streaming.transport import transport_class
 
 
 class _Server:
@@ -190,3 +191,52 @@ def test_backoff_is_capped_and_never_overflows():
     assert 0.25 <= backoff_delay(venue, 1) <= 0.5
     for attempt in (12, 1100, 10**6):  # 2.0 ** 1100 would raise OverflowError
         assert 15.0 <= backoff_delay(venue, attempt) <= 30.0
+
+
+@pytest.mark.parametrize("transport", ["picows", "websockets"])
+@pytest.mark.parametrize("how", ["abort", "close"])
+async def test_transports_notice_the_server_going_away(transport, how):
+    conns = []
+
+    async def handler(ws):
+        conns.append(ws)
+        await ws.send("x")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        got: list[bytes] = []
+        t = await transport_class(transport).connect(f"ws://127.0.0.1:{port}/", lambda p, ts: got.append(p), lambda ts: None)
+        while not conns or not got:
+            await asyncio.sleep(0.01)
+        if how == "abort":
+            conns[0].transport.abort()
+        else:
+            await conns[0].close(4001, "bye")
+        await asyncio.wait_for(asyncio.shield(t.done), 5)
+        assert got == [b"x"]
+        assert (t.close_code, t.close_reason) == ((None, "connection lost") if how == "abort" else (4001, "bye"))
+
+
+async def test_websockets_transport_does_not_log_what_we_send(caplog):
+    """websockets logs frame contents at DEBUG; ours hold credentials (auth messages)."""
+    caplog.set_level(logging.DEBUG)
+    received = []
+
+    async def handler(ws):
+        received.append(await ws.recv())
+        await ws.send("ack")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        got: list[bytes] = []
+        t = await transport_class("websockets").connect(f"ws://127.0.0.1:{port}/", lambda p, ts: got.append(p), lambda ts: None)
+        t.send('{"action":"auth","key":"SECRET-TOKEN-123"}')
+        while not got:
+            await asyncio.sleep(0.01)
+        await t.close()
+    assert received == ['{"action":"auth","key":"SECRET-TOKEN-123"}']
+    client = [r.getMessage() for r in caplog.records if r.name == "websockets.client"]
+    assert any("> TEXT [42 bytes" in line for line in client) and any("ack" in line for line in client)
+    assert not [line for line in client if "SECRET-TOKEN-123" in line]

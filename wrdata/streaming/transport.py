@@ -45,14 +45,23 @@ def handshake_status(error: BaseException) -> int | None:
 
 
 class _RedactingLogger(logging.LoggerAdapter):
-    """websockets logs the request line at DEBUG (``GET /?token=...``): keep keys out of logs."""
+    """websockets logs, at DEBUG, the request line (``GET /?token=...``) and the start of
+    every frame; the frames we send include authentication (``{"action":"auth","key":..``).
+    Keep credentials out of logs: query values are redacted and frames we send are logged
+    by type and size only."""
 
     def log(self, level, msg, *args, **kwargs):  # type: ignore[override]
-        if self.isEnabledFor(level):
-            from .base import redact_url
+        if not self.isEnabledFor(level):
+            return
+        from .base import redact_url
 
-            text = redact_url(str(msg) % args if args else str(msg))
-            self.logger.log(level, "%s", text, **kwargs)
+        if msg == "> %s" and args and getattr(args[0], "opcode", None) is not None and hasattr(args[0], "data"):
+            frame = args[0]
+            if frame.opcode.name in ("TEXT", "BINARY", "CONT"):
+                self.logger.log(level, "> %s [%d bytes, content not logged]", frame.opcode.name, len(frame.data), **kwargs)
+                return
+        text = redact_url(str(msg) % args if args else str(msg))
+        self.logger.log(level, "%s", text, **kwargs)
 
 
 class TransportClosed(Exception):
@@ -249,7 +258,8 @@ class WebsocketsTransport(Transport):
         except Exception:  # a bug in a callback must not hang the connection
             log.exception("frame handler failed")
             await self.ws.close(1011, "client error")
-        rcvd = self.ws.close_rcvd
+        # the asyncio ClientConnection keeps the received close frame on its protocol object
+        rcvd = getattr(self.ws.protocol, "close_rcvd", None)
         self._finished(rcvd.code if rcvd else None, rcvd.reason if rcvd else "connection lost")
 
     def send(self, data: str | bytes) -> None:
