@@ -263,3 +263,15 @@ def test_refresh_sees_new_files(recording, tmp_path):
     moved.rename(files[-1])
     refresh(c)
     assert fewer < before == c.sql("SELECT count(*) FROM trades").fetchall()[0][0]
+
+
+def test_pandas_and_polars_outputs_keep_nanoseconds(recording, con):
+    want = read_table(str(recording.root), "trades").column("ts_recv").cast(pa.int64()).to_pylist()
+    df = scan(con, "trades", columns=["ts_recv", "price"], output="pandas")
+    assert df["ts_recv"].astype("int64").tolist() == want
+    assert str(df["ts_recv"].dt.tz) == "UTC"
+    pl_df = scan(con, "trades", columns=["ts_recv", "price"], output="polars")
+    assert pl_df["ts_recv"].dt.epoch("ns").to_list() == want
+    bars = ohlcv(con, "1s", output="pandas")
+    assert list(bars.columns) == ["bar", "provider", "symbol", "open", "high", "low", "close", "volume", "trades", "vwap"]
+    assert len(bars) == ohlcv(con, "1s").num_rows

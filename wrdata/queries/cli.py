@@ -55,6 +55,45 @@ def _progress(label: str) -> Iterator:
         yield update
 
 
+def _with_progress(con, fn):
+    """Run ``fn`` (which runs a query on ``con``); on a terminal, draw DuckDB's progress
+    of it on stderr meanwhile."""
+    if not sys.stderr.isatty():
+        return fn()
+    import threading
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    th.join(1.0)  # short queries draw nothing
+    if th.is_alive():
+        with Progress(TextColumn("query"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as p:
+            task = p.add_task("query", total=100)
+            while th.is_alive():
+                try:
+                    pct = con.query_progress()
+                except Exception:  # noqa: BLE001 - progress is cosmetic
+                    pct = -1
+                if pct >= 0:
+                    p.update(task, completed=pct)
+                th.join(0.2)
+    th.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
 def _connect(root: str, **kw):
     from .connection import connect
 
@@ -200,7 +239,7 @@ def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, 
     con = _connect(_root(root), journal=journal_dir or not no_journal)
     try:
         rel = con.sql(sql)
-        _emit(con, rel, fmt, out, max_rows)
+        _with_progress(con, lambda: _emit(con, rel, fmt, out, max_rows))
     except duckdb.Error as e:
         click.echo(f"error: {e}", err=True)
         click.echo(_views_hint(con), err=True)
@@ -400,7 +439,7 @@ def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str |
         raise _usage(str(e)) from None
     con = _connect(_root(root), tables=("trades",))
     rel = run(con, interval, providers=_split(providers), symbols=list(symbols), start=start, end=end, clock=clock, output="relation")
-    _emit(con, rel, fmt, out, max_rows)
+    _with_progress(con, lambda: _emit(con, rel, fmt, out, max_rows))
 
 
 COMMANDS = (query, ls, verify, compact, ohlcv)

@@ -124,6 +124,10 @@ def connect(
     # sealed files never change under their name (a re-seal writes the same bytes), so
     # their footers can be cached across queries
     con.execute("SET parquet_metadata_cache = true")
+    # DuckDB draws its progress bar on stdout, even into a pipe: a library must not
+    # (the CLI draws one on a terminal's stderr from query_progress(), which still works)
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
     state = _State(root, filesystem, journal, "duckdb" if (engine == "auto" and local) else ("arrow" if engine == "auto" else engine), tuple(tables))

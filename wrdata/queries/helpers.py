@@ -232,13 +232,15 @@ def _out(rel: duckdb.DuckDBPyRelation, output: Output):
             import pandas  # noqa: F401
         except ImportError:
             raise ImportError("output='pandas' needs pandas: pip install pandas") from None
-        return rel.df()
+        # through Arrow: datetime64[ns, UTC] (DuckDB's own conversion drops the zone of
+        # nanosecond timestamps)
+        return rel.to_arrow_table().to_pandas()
     if output == "polars":
         try:
-            import polars  # noqa: F401
+            import polars
         except ImportError:
             raise ImportError("output='polars' needs polars: pip install polars") from None
-        return rel.pl()
+        return polars.from_arrow(rel.to_arrow_table())
     raise ValueError(f"bad output {output!r}: expected 'arrow', 'pandas', 'polars' or 'relation'")
 
 
