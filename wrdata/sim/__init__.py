@@ -14,6 +14,7 @@ SIMULATORS: dict[str, str] = {
     "binance": "wrdata.sim.binance:BinanceSimulator",
     "coinbase": "wrdata.sim.coinbase:CoinbaseSimulator",
     "kraken": "wrdata.sim.kraken:KrakenSimulator",
+    "alpaca": "wrdata.sim.alpaca:AlpacaSimulator",
 }
 
 
