@@ -15,6 +15,7 @@ SIMULATORS: dict[str, str] = {
     "coinbase": "wrdata.sim.coinbase:CoinbaseSimulator",
     "kraken": "wrdata.sim.kraken:KrakenSimulator",
     "alpaca": "wrdata.sim.alpaca:AlpacaSimulator",
+    "polygon": "wrdata.sim.polygon:PolygonSimulator",
 }
 
 
