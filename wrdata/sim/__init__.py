@@ -16,6 +16,7 @@ SIMULATORS: dict[str, str] = {
     "kraken": "wrdata.sim.kraken:KrakenSimulator",
     "alpaca": "wrdata.sim.alpaca:AlpacaSimulator",
     "polygon": "wrdata.sim.polygon:PolygonSimulator",
+    "finnhub": "wrdata.sim.finnhub:FinnhubSimulator",
 }
 
 
