@@ -23,6 +23,7 @@ PROVIDERS: dict[str, str] = {
     "alpaca": "wrdata.streaming.alpaca:AlpacaVenue",
     "polygon": "wrdata.streaming.polygon:PolygonVenue",
     "finnhub": "wrdata.streaming.finnhub:FinnhubVenue",
+    "ibkr": "wrdata.streaming.ibkr:IbkrVenue",
 }
 
 #: order in which stock providers are tried for a plain ticker (first with credentials wins)
