@@ -76,9 +76,17 @@ def _command(name: str) -> click.Command:
         asyncio.run(_run(sim))
 
     doc = (cls.__doc__ or "").strip().splitlines()
+    common = list(_COMMON)
+    default_port = getattr(cls, "default_port", 0)  # e.g. 4002 for ibkr, as a paper IB Gateway
+    if default_port:
+        common = [
+            click.Option(["--port"], type=int, default=default_port, show_default=True, help="Port (0: pick a free one).")
+            if o.name == "port" else o
+            for o in common
+        ]
     return click.Command(
         name,
-        params=[*_COMMON, *extra],
+        params=[*common, *extra],
         callback=callback,
         help=f"Serve the {name} protocol on loopback. " + (doc[0] if doc else ""),
     )
