@@ -17,6 +17,7 @@ SIMULATORS: dict[str, str] = {
     "alpaca": "wrdata.sim.alpaca:AlpacaSimulator",
     "polygon": "wrdata.sim.polygon:PolygonSimulator",
     "finnhub": "wrdata.sim.finnhub:FinnhubSimulator",
+    "ibkr": "wrdata.sim.ibkr:IbkrSimulator",
 }
 
 
