@@ -59,6 +59,7 @@ import logging
 import re
 import struct
 import time
+import urllib.parse
 import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -69,7 +70,7 @@ import msgspec
 
 from .faults import Faults
 from .market import NS, MarketEvent, SymbolSpec, SyntheticMarket, Trade
-from .server import MarketFeed, RestRequest, RestResponse, SimConnection, SimServer, json_response
+from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
 from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, listing_tape, session_of, stock_spec, us_equity_activity
 
 __all__ = ["AlpacaSimulator", "rfc3339"]
@@ -130,6 +131,30 @@ def _frame(variant: str, items: list[bytes]) -> bytes:
 
 def _control(conn: SimConnection, item: dict[str, Any]) -> None:
     conn.send(_frame(conn.variant, [_encode(item, conn.variant)]))
+
+
+class _Head(msgspec.Struct):
+    T: str | None = None
+    S: str | None = None
+
+
+_RECORDED_JSON = (msgspec.json.Decoder(list[msgspec.Raw]), msgspec.json.Decoder(_Head))
+_RECORDED_MSGPACK = (msgspec.msgpack.Decoder(list[msgspec.Raw]), msgspec.msgpack.Decoder(_Head))
+_CHANNEL_OF = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "s": "statuses", "l": "lulds",
+               "c": "corrections", "x": "cancelErrors", "i": "imbalances", "o": "orderbooks"}
+
+
+def _reencode(payload: bytes, binary: bool) -> bytes:
+    """A recorded frame in the other framing, times exact to the nanosecond."""
+    from ..streaming.alpaca import msgpack_ts_ns, rfc3339_ns
+
+    if binary:
+        items = msgspec.msgpack.Decoder(list[dict[str, msgspec.Raw]]).decode(payload)
+        plain = [{k: (msgpack_ts_ns(v) if k == "t" else msgspec.msgpack.decode(v)) for k, v in it.items()} for it in items]
+        return _frame("json", [_encode(it, "json") for it in plain])
+    items = msgspec.json.decode(payload)
+    plain = [{**it, "t": rfc3339_ns(it["t"])} if isinstance(it.get("t"), str) else it for it in items]
+    return _frame("msgpack", [_encode(it, "msgpack") for it in plain])
 
 
 class _BarAcc:
@@ -199,6 +224,7 @@ class AlpacaSimulator(SimServer):
         tick: float = 0.005,
         warmup: float = 2.0,
         history: int = 20_000,
+        feed: Feed | None = None,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -219,8 +245,8 @@ class AlpacaSimulator(SimServer):
         always = [crypto_spec(f"{b}/{q}", p, tk, lt, w, b, q) for b, q, p, tk, lt, w in CRYPTO_PAIRS]
         always.append(stock_spec("FAKEPACA", 132.65, 1.0))
         self.always = SyntheticMarket(seed + 1, always, crypto_rate, history=history)
-        super().__init__(host=host, port=port, feed=MarketFeed(self.market, tick=tick, warmup=warmup), faults=faults or Faults(),
-                         ping_interval=None, pong_timeout=None)
+        super().__init__(host=host, port=port, feed=feed or MarketFeed(self.market, tick=tick, warmup=warmup),
+                         faults=faults or Faults(), ping_interval=None, pong_timeout=None)
         self.feeds = frozenset(feeds)
         self.max_connections = max_connections
         self.reap_after = reap_after
@@ -260,6 +286,8 @@ class AlpacaSimulator(SimServer):
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> str:
         url = await super().start()
+        if not isinstance(self.feed, MarketFeed):
+            return url  # serving a recording
         if self.always.t0_ns is None or self.always.seq == 0:
             self.always.start(self.market.t0_ns)
             self.always.advance(time.time_ns() - self.market.t0_ns)
@@ -615,6 +643,42 @@ class AlpacaSimulator(SimServer):
             for p in paths[feed]:
                 self._emit(p, "updatedBars", sym, item)
         self._updated.clear()
+
+    # -- recorded frames (replay) -------------------------------------------------------------------
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve a recorded data frame, exact bytes, to connections subscribed to any of its
+        items (clients dispatch by symbol, as they must for Alpaca's buffered leftovers);
+        connections of the other framing get the same items re-encoded. Control frames
+        (success, error, subscription) are the simulator's own business and are skipped."""
+        payload = frame.payload
+        binary = payload[:1] not in (b"[", b" ", b"\n")
+        wire = _RECORDED_MSGPACK if binary else _RECORDED_JSON
+        try:
+            heads = [wire[1].decode(r) for r in wire[0].decode(payload)]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("alpaca: recorded frame is not an array of items: skipped")
+            return
+        path = urllib.parse.urlsplit(frame.url).path if frame.url else ""
+        conns: set[SimConnection] = set()
+        for h in heads:
+            channel = _CHANNEL_OF.get(h.T)
+            if channel is None or h.S is None:
+                continue
+            paths = [path] if path in STOCK_PATHS or path in CRYPTO_PATHS else (
+                ["/v1beta3/crypto/us"] if "/" in h.S else list(STOCK_PATHS))
+            for p in paths:
+                conns |= self._targets(p, channel, h.S)
+        if not conns:
+            return
+        same = "msgpack" if binary else "json"
+        other: bytes | None = None
+        for conn in conns:
+            if conn.variant == same:
+                conn.send(payload)
+            else:
+                if other is None:
+                    other = _reencode(payload, binary)
+                conn.send(other)
 
     # -- REST ------------------------------------------------------------------------------------
     def rest_error(self, status: int, kind: str, retry_after: int | None = None) -> RestResponse:

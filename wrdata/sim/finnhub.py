@@ -41,7 +41,7 @@ import msgspec
 
 from .faults import Faults
 from .market import MarketEvent, SymbolSpec, SyntheticMarket
-from .server import MarketFeed, RestRequest, RestResponse, SimConnection, SimServer, json_response
+from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
 from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, session_of, stock_spec, us_equity_activity
 
 __all__ = ["FinnhubSimulator"]
@@ -51,6 +51,18 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _TOO_MANY = b'{"msg":"Subscribing to too many symbols","type":"error"}'
 _PING = b'{"type":"ping"}'
+
+
+class _RecordedTrade(msgspec.Struct):
+    s: str
+
+
+class _RecordedMessage(msgspec.Struct):
+    type: str = ""
+    data: list[_RecordedTrade] | None = None
+
+
+_recorded = msgspec.json.Decoder(_RecordedMessage).decode
 
 
 def _frame(variant: str, items: list[bytes]) -> bytes:
@@ -88,6 +100,7 @@ class FinnhubSimulator(SimServer):
         tick: float = 0.005,
         warmup: float = 2.0,
         history: int = 20_000,
+        feed: Feed | None = None,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -104,8 +117,8 @@ class FinnhubSimulator(SimServer):
         self.market = SyntheticMarket(seed, specs, rate, activity=activity, history=history)
         pairs = [crypto_spec(f"BINANCE:{b}{q}", p, tk, lt, w, b, q) for b, q, p, tk, lt, w in CRYPTO_PAIRS if q == "USDT"]
         self.crypto = SyntheticMarket(seed + 1, pairs, crypto_rate, history=history)
-        super().__init__(host=host, port=port, feed=MarketFeed(self.market, tick=tick, warmup=warmup), faults=faults or Faults(),
-                         ping_interval=None, pong_timeout=None)
+        super().__init__(host=host, port=port, feed=feed or MarketFeed(self.market, tick=tick, warmup=warmup),
+                         faults=faults or Faults(), ping_interval=None, pong_timeout=None)
         self.symbol_limit = symbol_limit
         self.conn_policy = conn_policy
         self.ping_every = ping_every
@@ -131,6 +144,8 @@ class FinnhubSimulator(SimServer):
 
     async def start(self) -> str:
         url = await super().start()
+        if not isinstance(self.feed, MarketFeed):
+            return url  # serving a recording
         if self.crypto.t0_ns is None or self.crypto.seq == 0:
             self.crypto.start(self.market.t0_ns)
             self.crypto.advance(self.now_ns() - self.market.t0_ns)
@@ -231,6 +246,24 @@ class FinnhubSimulator(SimServer):
                     conn.send(_PING)
                     conn.props["last"] = now
                     self.pings_sent += 1
+
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve a recorded trade frame, exact bytes, to connections subscribed to any of its
+        symbols (clients dispatch by symbol); pings and errors are per connection, not replayed."""
+        try:
+            msg = _recorded(frame.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("finnhub: recorded frame is not a message: skipped")
+            return
+        if msg.type != "trade" or not msg.data:
+            return
+        conns: set[SimConnection] = set()
+        for t in msg.data:
+            if self.has_subscribers(t.s):
+                conns |= self.subscribers(t.s)
+        for conn in conns:
+            conn.send(frame.payload)
+            conn.props["last"] = time.monotonic()
 
     # -- REST ------------------------------------------------------------------------------------
     def rest_error(self, status: int, kind: str, retry_after: int | None = None) -> RestResponse:

@@ -51,7 +51,7 @@ import msgspec
 
 from .faults import Faults
 from .market import NS, MarketEvent, SymbolSpec, SyntheticMarket
-from .server import MarketFeed, SimConnection, SimServer
+from .server import Feed, MarketFeed, RecordedFrame, SimConnection, SimServer
 from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, listing_tape, session_of, stock_spec, us_equity_activity
 
 __all__ = ["PolygonSimulator"]
@@ -67,6 +67,16 @@ _TAPE = {"A": 1, "B": 2, "C": 3}
 _PRINT_EXCHANGES = [4] * 38 + [12] * 14 + [11] * 8 + [10] * 8 + [8] * 7 + [19] * 6 + [21] * 4 + [2] * 3 + [18] * 3 + [7] * 3 + [17] * 2 + [1, 3, 9, 5]
 _QUOTE_EXCHANGES = (12, 11, 10, 8, 19, 21, 2, 18, 7)
 _encode = msgspec.json.Encoder().encode
+
+
+class _Head(msgspec.Struct):
+    ev: str | None = None
+    sym: str | None = None
+    pair: str | None = None
+
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_head = msgspec.json.Decoder(_Head).decode
 
 
 def _status(status: str, message: str) -> bytes:
@@ -152,6 +162,7 @@ class PolygonSimulator(SimServer):
         tick: float = 0.005,
         warmup: float = 2.0,
         history: int = 20_000,
+        feed: Feed | None = None,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -167,8 +178,8 @@ class PolygonSimulator(SimServer):
         self.market = SyntheticMarket(seed, specs, rate, activity=activity, history=history)
         pairs = [crypto_spec(f"{b}-{q}", p, tk, lt, w, b, q) for b, q, p, tk, lt, w in CRYPTO_PAIRS]
         self.crypto = SyntheticMarket(seed + 1, pairs, crypto_rate, history=history)
-        super().__init__(host=host, port=port, feed=MarketFeed(self.market, tick=tick, warmup=warmup), faults=faults or Faults(),
-                         ping_interval=None, pong_timeout=None)
+        super().__init__(host=host, port=port, feed=feed or MarketFeed(self.market, tick=tick, warmup=warmup),
+                         faults=faults or Faults(), ping_interval=None, pong_timeout=None)
         self.max_connections = max_connections
         self.auth_timeout = auth_timeout
         self.batcher = Batcher(_frame, batch)
@@ -191,6 +202,8 @@ class PolygonSimulator(SimServer):
 
     async def start(self) -> str:
         url = await super().start()
+        if not isinstance(self.feed, MarketFeed):
+            return url  # serving a recording
         if self.crypto.t0_ns is None or self.crypto.seq == 0:
             self.crypto.start(self.market.t0_ns)
             self.crypto.advance(self.now_ns() - self.market.t0_ns)
@@ -278,6 +291,22 @@ class PolygonSimulator(SimServer):
             else:
                 conn.unsubscribe(topic)
                 conn.send(_status("success", f"unsubscribed to: {topic}"))
+
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve a recorded data frame, exact bytes, to connections subscribed to any of its
+        events (clients dispatch by ticker); status frames are the simulator's own."""
+        try:
+            heads = [_head(r) for r in _raw_list(frame.payload)]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("polygon: recorded frame is not an array of events: skipped")
+            return
+        conns: set[SimConnection] = set()
+        for h in heads:
+            ticker = h.sym or h.pair
+            if h.ev and h.ev != "status" and ticker:
+                conns |= self._targets(h.ev, ticker)
+        for conn in conns:
+            conn.send(frame.payload)
 
     def slow_consumer(self, conn: SimConnection | None = None) -> None:
         """Fault: tell a connection (default: every one) it reads too slowly, then close it."""
