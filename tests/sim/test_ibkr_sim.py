@@ -308,3 +308,53 @@ async def test_cli_prints_its_address_first_and_serves_ib_async():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_recorded_messages_are_served_to_a_new_client():
+    """A recording's raw rows (made through wrdata's provider) served to an unmodified ib_async client."""
+    from wrdata import DataStream
+    from wrdata.sim.server import FrameFeed, RecordedFrame
+
+    rows: list[tuple] = []
+
+    class Tap:
+        def on_raw(self, *row) -> None:
+            rows.append(row)
+
+        def on_messages(self, msgs) -> None:
+            pass
+
+    async with IbkrSimulator(seed=9, rate=300, speed=20.0, warmup=0.5) as live:
+        opts = {"ibkr": {"backoff_initial": 0.05, "keepalive_interval": 0.2, "connect_timeout": 2.0}}
+        async with DataStream(endpoints={"ibkr": live.url}, options=opts) as ds:
+            ds.add_tap(Tap())
+            trades = ds.stream("ibkr:AAPL", "trade")
+            bars = ds.stream("ibkr:AAPL", "bar:5s")
+            recorded_trades = [await anext(trades) for _ in range(30)]
+            recorded_bars = [await anext(bars) for _ in range(2)]
+    frames = [RecordedFrame(ts, payload, url, "out" if direction == "out" else None)
+              for _p, _c, _s, ts, direction, url, payload in rows if direction in ("in", "out")]
+    go = asyncio.Event()
+
+    async def gated():
+        await go.wait()
+        for f in frames:
+            yield f
+
+    async with IbkrSimulator(seed=1, rate=1, warmup=0.0, feed=FrameFeed(gated(), speed=None)) as sim:
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", sim.port, clientId=4, timeout=4, readonly=True, fetchFields=StartupFetchNONE)
+        try:
+            [c] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+            got_trades: list = []
+            t = ib.reqTickByTickData(c, "AllLast")
+            t.updateEvent += lambda tk: got_trades.extend(x for x in tk.tickByTicks if hasattr(x, "specialConditions"))
+            got_bars = ib.reqRealTimeBars(c, 5, "TRADES", False)
+            await wait(lambda: len(sim.subscriptions()) == 2)
+            go.set()
+            await wait(lambda: len(got_trades) >= 30 and len(got_bars) >= 2)
+            assert [(x.price, x.size, x.exchange) for x in got_trades[:30]] == [(m.price, m.size, m.exchange) for m in recorded_trades]
+            assert [(int(b.time.timestamp()) * S, b.open_, b.close, b.volume) for b in got_bars[:2]] == [
+                (m.ts_event, m.open, m.close, m.size) for m in recorded_bars]
+        finally:
+            ib.disconnect()

@@ -56,6 +56,10 @@ requests of a kind get an error code: pacing, line limits), ``no_permission`` sy
 the shared :class:`~wrdata.sim.faults.Faults` ``drop_after``, ``malformed_every`` and
 ``lifetime``. ``speed`` runs the market clock faster than the wall clock (a 5-second bar
 every 0.25 s at ``speed=20``).
+
+Replay: with a :class:`~wrdata.sim.server.FrameFeed` of a recording's ``raw`` rows (its
+requests marked ``stream="out"``), :meth:`IbkrSimulator.publish_recorded` serves the
+recorded messages to whoever subscribes to the same contracts now.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ from typing import Any
 
 from .faults import Faults
 from .market import MarketEvent, SymbolSpec, SyntheticMarket
-from .server import Feed, MarketFeed
+from .server import Feed, MarketFeed, RecordedFrame
 
 __all__ = ["IbkrSimulator", "SimContract", "DEFAULT_CONTRACTS", "SERVER_VERSION"]
 
@@ -439,6 +443,7 @@ class IbkrSimulator:
         self._server: asyncio.AbstractServer | None = None
         self._feed_task: asyncio.Task | None = None
         self._conn_waiters: list[asyncio.Future] = []
+        self._recorded_reqs: dict[int, tuple[str, str, str]] = {}  # recorded request id -> (contract key, kind, detail)
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -937,6 +942,82 @@ class IbkrSimulator:
         5: _simple, 6: _simple, 7: _simple, 8: _simple, 16: _simple, 17: _simple, 49: _simple, 59: _simple, 61: _simple,
         62: _simple, 76: _simple, 99: _simple,
     }
+
+    # -- recorded messages (replay) -------------------------------------------------------------------
+    #: position of the request id in the server messages a recording replays
+    _RECORDED_REQ_POS = {"1": 2, "2": 2, "45": 2, "46": 2, "50": 2, "12": 2, "13": 2, "57": 2, "58": 2, "81": 1, "99": 1, "4": 2}
+    _TBT_FAMILY = {"Last": "trades", "AllLast": "trades", "BidAsk": "BidAsk", "MidPoint": "MidPoint"}
+
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve one recorded TWS message (a ``raw`` row's fields) to today's subscribers.
+
+        Request ids differ between the recording and the client being served, so the
+        recording's own requests are passed too, with ``frame.stream == "out"``: they are
+        learned (which contract and kind each recorded id stood for), never sent. A
+        recorded market data, tick-by-tick, bar or depth message then goes to every
+        subscription of the same contract and kind with the subscriber's request id in
+        place of the recorded one; connection-level notices (1100, 1102, farms) go to
+        every client; account and handshake messages are the simulator's own business.
+        """
+        fields = frame.payload.decode(errors="backslashreplace").split("\0")
+        if fields and fields[-1] == "":
+            fields.pop()
+        if not fields:
+            return
+        if frame.stream == "out":
+            self._learn_recorded(fields)
+            return
+        pos = self._RECORDED_REQ_POS.get(fields[0])
+        if pos is None or len(fields) <= pos:
+            return
+        try:
+            rid = int(fields[pos])
+        except ValueError:
+            return
+        if fields[0] == "4" and rid < 0:
+            for conn in list(self.connections):
+                if conn.api_started:
+                    conn.send(*fields)
+            return
+        target = self._recorded_reqs.get(rid)
+        if target is None:
+            return
+        key, kind, detail = target
+        if kind == TBT and fields[0] == "99":  # the message's own tick type decides the family
+            detail = {"1": "trades", "2": "trades", "3": "BidAsk", "4": "MidPoint"}.get(fields[2], detail)
+        for sub in list(self._subs.get(key, ())):
+            if sub.kind != kind or sub.conn.closed:
+                continue
+            if kind == TBT and self._TBT_FAMILY.get(sub.tbt_type) != detail:
+                continue
+            if kind == BARS and sub.what != detail:
+                continue
+            out = list(fields)
+            out[pos] = str(sub.req_id)
+            sub.conn.send(*out)
+
+    def _learn_recorded(self, f: list[str]) -> None:
+        try:
+            mid = f[0]
+            if mid in ("1", "50", "10"):
+                rid, cf = int(f[2]), f[3:15]
+            elif mid == "97":
+                rid, cf = int(f[1]), f[2:14]
+            else:
+                if mid in ("2", "51", "11"):
+                    self._recorded_reqs.pop(int(f[2]), None)
+                elif mid == "98":
+                    self._recorded_reqs.pop(int(f[1]), None)
+                return
+            found = self._match(cf)
+            if len(found) != 1:
+                log.info("ibkr sim: recorded request %s for an unknown contract %r: its messages are skipped", rid, cf[:3])
+                return
+            kind, detail = {"1": (MKT, ""), "50": (BARS, f[16].upper() if len(f) > 16 else "TRADES"), "10": (DEPTH, ""),
+                            "97": (TBT, self._TBT_FAMILY.get(f[14], f[14]) if len(f) > 14 else "")}[mid]
+            self._recorded_reqs[rid] = (found[0].key, kind, detail)
+        except (IndexError, ValueError) as e:
+            log.info("ibkr sim: cannot read recorded request %r: %s", f[:3], e)
 
     # -- market data out ---------------------------------------------------------------------------
     def _flowing(self) -> bool:
