@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import int_ts
+from query_helpers import int_ts
 
 from wrdata.cli import main
 from wrdata.queries import connect, ohlcv

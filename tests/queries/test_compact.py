@@ -8,7 +8,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import int_ts
+from query_helpers import int_ts
 
 from wrdata.cli import main
 from wrdata.message import StreamMessage

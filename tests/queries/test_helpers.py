@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pyarrow as pa
 import pytest
-from conftest import SYMBOLS, int_ts, recorded_ids, sim_trades
+from query_helpers import SYMBOLS, int_ts, recorded_ids, sim_trades
 
 from wrdata.queries import connect, coverage, gaps, ohlcv, refresh, scan, spreads, vwap
 from wrdata.queries.helpers import parse_interval, to_ns

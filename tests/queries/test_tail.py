@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from conftest import int_ts, record
+from query_helpers import int_ts, record
 
 from wrdata.message import StreamMessage
 from wrdata.queries import connect, ohlcv, refresh

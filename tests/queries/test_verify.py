@@ -10,7 +10,7 @@ import shutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from conftest import int_ts
+from query_helpers import int_ts
 
 from wrdata.cli import main
 from wrdata.message import StreamMessage

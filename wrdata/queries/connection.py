@@ -215,6 +215,56 @@ def _select(cols: list[tuple[str, str]], present: set[str] | None, source: str) 
     return f"SELECT {', '.join(parts)} FROM {source}"
 
 
+#: at most about this many UNION ALL branches of sealed files per view
+MAX_BRANCHES = 32
+
+
+def parquet_source(paths: list[str], union_by_name: bool = True) -> str:
+    """DuckDB's reader over ``paths`` with the Hive columns typed (a provider called
+    ``2024`` stays a string); ``union_by_name`` for files that may differ in columns
+    (older schema versions)."""
+    return (
+        f"read_parquet([{', '.join(_lit(p) for p in paths)}], hive_partitioning = true, "
+        f"hive_types = {{'provider': 'VARCHAR', 'date': 'DATE'}}, union_by_name = {'true' if union_by_name else 'false'})"
+    )
+
+
+def _branches(con: duckdb.DuckDBPyConnection, cols: list[tuple[str, str]], files: list) -> list[str]:
+    """The sealed files as a few scans of consecutive files (about :data:`MAX_BRANCHES`),
+    each with the ``ts_recv`` range its file names state (true of every row: sealing
+    names a file by its first and last ``ts_recv``, and ``verify`` checks it). A query's
+    own time filter then contradicts the range of most branches and DuckDB drops them
+    without opening their files, so plain SQL on a view gets the pruning by file name
+    that :func:`wrdata.storage.list_sealed` does (bench/queries.py measures it).
+
+    Files are grouped by their column set (footers, read once and cached by DuckDB), so
+    a branch needs ``union_by_name`` (costly to plan) only for mixed schema versions."""
+    from ..queries.helpers import ts_literal
+
+    files = sorted(files, key=lambda f: (f.first_ts, f.last_ts, f.path))
+    rows = con.execute(
+        f"SELECT file_name, list(name ORDER BY name) FROM parquet_schema([{', '.join(_lit(f.path) for f in files)}]) "
+        "WHERE num_children IS NULL OR num_children = 0 GROUP BY file_name"
+    ).fetchall()
+    colsets = {fname: tuple(names) for fname, names in rows}
+    by_set: dict[tuple, list] = {}
+    for f in files:
+        by_set.setdefault(colsets.get(f.path, ()), []).append(f)
+    per = max(1, -(-len(files) // MAX_BRANCHES))
+    out = []
+    for colset, group_files in by_set.items():
+        present = set(colset)
+        for i in range(0, len(group_files), per):
+            group = group_files[i : i + per]
+            src = parquet_source([f.path for f in group], union_by_name=not colset)
+            if not colset:  # footer not understood here: let DuckDB work the columns out
+                present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+            present |= {"provider", "date"}
+            lo, hi = min(f.first_ts for f in group), max(f.last_ts for f in group)
+            out.append(f"{_select(cols, present, src)} WHERE ts_recv BETWEEN {ts_literal(lo)} AND {ts_literal(hi)}")
+    return out
+
+
 def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     with state.lock:
         listing: list[dict] = []
@@ -226,12 +276,7 @@ def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
             if snap.files:
                 paths = [f.path for f in snap.files]
                 if state.engine == "duckdb":
-                    src = (
-                        f"read_parquet([{', '.join(_lit(p) for p in paths)}], hive_partitioning = true, "
-                        "hive_types = {'provider': 'VARCHAR', 'date': 'DATE'}, union_by_name = true)"
-                    )
-                    present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-                    parts.append(_select(cols, present, src))
+                    parts.extend(_branches(con, cols, snap.files))
                 else:
                     name = f"_wrdata_sealed_{table}"
                     con.register(name, dataset(state.root, table, filesystem=state.filesystem, files=paths))

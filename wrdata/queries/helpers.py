@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from ..storage import TABLES
-from .connection import _lit, _q, _select, connect, snapshot_of, state_of, view_columns
+from .connection import _lit, _q, _select, connect, parquet_source, snapshot_of, state_of, view_columns
 
 Output = Literal["arrow", "pandas", "polars", "relation"]
 Time = int | datetime | date | str | None
@@ -195,10 +195,7 @@ def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
     parts = []
     if files:
         if state.engine == "duckdb":
-            src = (
-                f"read_parquet([{', '.join(_lit(p) for p in files)}], hive_partitioning = true, "
-                "hive_types = {'provider': 'VARCHAR', 'date': 'DATE'}, union_by_name = true)"
-            )
+            src = parquet_source(files)
             # files of older schema versions may lack columns (footers are cached)
             present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
             parts.append(_select(cols, present, src))
