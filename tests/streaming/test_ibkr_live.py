@@ -16,6 +16,7 @@ import pytest
 
 from wrdata.datastream import DataStream
 from wrdata.message import StreamMessage
+from wrdata.sim.faults import Faults
 from wrdata.sim.ibkr import IbkrSimulator, SimContract, _stock
 from wrdata.streaming import registry
 from wrdata.streaming.base import UnknownSymbolError
@@ -400,3 +401,27 @@ async def test_simulator_contract_is_a_sim_contract():
     """The test helpers above build contracts the way the simulator documents."""
     c = _stock("QQQ", 320227571, 500.0, "NASDAQ", "INVESCO QQQ")
     assert isinstance(c, SimContract) and c.con_id == 320227571 and c.sec_type == "STK"
+
+
+async def test_delayed_market_data_for_a_symbol_without_permission():
+    async with sim_factory(no_permission=["SPY"]) as sim, stream_for(sim, opts={"market_data_type": 3}) as ds:
+        q, t = await asyncio.gather(until(ds.stream("ibkr:SPY", "quote"), count("quote", 5)),
+                                    until(ds.stream("ibkr:SPY", "trade"), count("trade", 5)))
+        assert any(x.status == "subscribed" and "10167" in x.reason for x in q)
+        assert any(x.status == "subscribed" and "delayed" in x.reason for x in q)
+        for x in data(q):
+            assert x.bid is None or x.ask is None or x.bid < x.ask
+        spec = sim.market.spec("SPY")
+        assert_run([(spec.price(tr.price), spec.qty(tr.qty)) for tr in sim.market.trades("SPY")],
+                   [(x.price, x.size) for x in data(t)])
+        assert sorted(k for _, _, k, _ in sim.subscriptions()) == ["mkt", "mkt"]
+        assert [f for f in sim.history[0].received if f[0] == "59"] == [["59", "1", "3"]]
+
+
+async def test_malformed_messages_are_error_events_and_lose_nothing():
+    async with sim_factory(faults=Faults(malformed_every=25)) as sim, stream_for(sim) as ds:
+        out = await until(ds.stream("ibkr:AAPL", "trade"), count("trade", 60))
+        errors = [x for x in out if x.status == "error"]
+        assert errors and all("bad frame" in e.reason for e in errors)
+        assert_consecutive_tape(sim, "AAPL", data(out))
+        assert sim.history[0].malformed_sent >= len(errors) and len(sim.history) == 1

@@ -75,7 +75,9 @@ Choices
   few tick-by-tick streams (10190, seen at 3–6): a refused stream falls back to market
   data ticks, ``trade`` from RTVolume (generic tick 233, one line per stream, ms times)
   and ``quote`` from bid/ask price and size ticks (no venue time), with an ``error`` event
-  saying so. Indices use market data ticks from the start; forex has no trades.
+  saying so. Indices use market data ticks from the start; forex has no trades. With
+  ``market_data_type`` 3/4 (delayed data, for accounts without live permissions) market
+  data ticks are used throughout; delayed trades are the delayed last ticks (type 68).
 - ``bar:5s``: real-time bars (TRADES; MIDPOINT for forex and commodities). Longer
   intervals that are multiples of 5 s (``1m``, ``1h``, ``1d``...) are resampled from the
   5-second bars by the shared :class:`~wrdata.streaming.bars.BarResampler` (exact OHLCV,
@@ -455,9 +457,19 @@ class IbkrSession(Session):
 
     def _tick_price(self, f: list[str], ts: int, seq: int) -> list[StreamMessage]:
         req = self._req(f, 2)
-        if req is None or req.kind != MKT_QUOTE or not f[4]:
+        if req is None or not f[4]:
             return []
         tick, price, size = int(f[3]), float(f[4]), float(f[5] or 0.0)
+        if req.kind == MKT_TRADE:
+            # delayed data has no RTVolume: its trades are the delayed last ticks (no venue time)
+            if tick != 68 or size <= 0:
+                return []
+            return [StreamMessage(
+                provider=PROVIDER, symbol=req.symbol, kind="trade", ts_recv=ts, conn=self.conn, seq=seq, channel="trade",
+                price=price, size=size,
+            )]
+        if req.kind != MKT_QUOTE:
+            return []
         if tick in (1, 66):
             if size == 0:  # the side is empty (TWS sends price -1, size 0)
                 price = None  # type: ignore[assignment]
@@ -1305,7 +1317,9 @@ class IbkrClient:
         c = ib.client
         try:
             req_id = c.getReqId()
-            tbt = venue.use_tick_by_tick and stream not in self.tbt_refused and spec.sec_type != "IND"
+            # tick-by-tick has no delayed form, and indices have none at all
+            tbt = (venue.use_tick_by_tick and venue.market_data_type == 1 and stream not in self.tbt_refused
+                   and spec.sec_type != "IND")
             if route == "trade":
                 if tbt:
                     c.reqTickByTickData(req_id, contract, "AllLast", 0, False)
