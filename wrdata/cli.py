@@ -26,6 +26,10 @@ from .capture.cli import capture as _capture_command  # noqa: E402
 
 main.add_command(_capture_command)
 
+from .demo import demo as _demo_command  # noqa: E402
+
+main.add_command(_demo_command)
+
 # `wrdata query / ls / verify / compact / ohlcv`: with the queries (wrdata/queries/cli.py)
 from .queries.cli import COMMANDS as _query_commands  # noqa: E402
 

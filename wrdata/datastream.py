@@ -175,13 +175,17 @@ class DataStream:
     async def _drain(self, consumer: Consumer) -> AsyncIterator[StreamMessage]:
         q = consumer.queue
         loop = asyncio.get_running_loop()
+        taken = getattr(self._source, "tick_clock", None)  # replay: the message's time is now
         while True:
             if consumer.dropped_pending:
                 ev = consumer._overflow_event()
                 if consumer.include_status:
                     yield ev
             while q:
-                yield q.popleft()
+                m = q.popleft()
+                if taken is not None:
+                    taken(m)
+                yield m
                 if consumer.dropped_pending:
                     break
             if q or consumer.dropped_pending:
