@@ -599,8 +599,7 @@ def gaps(
     """
     _check_output(output)
     con = _con(con)
-    flt = Filter(providers, symbols, start, None)
-    flt.end = to_ns(end, "end")
+    flt = Filter(providers, symbols, start, end)
     src = source(con, "events", flt)
     where = flt.where("events")
     if flt.symbols:

@@ -331,7 +331,8 @@ def _ls(fs: pafs.FileSystem, d: str) -> list[pafs.FileInfo]:
 
 
 def _check_file(fs: pafs.FileSystem, f: SealedFile, rep: VerifyReport) -> tuple[tuple, tuple] | None:
-    """Check one file; returns (first key, last key) if its rows could be read."""
+    """Check one file, a row group at a time (memory stays bounded by a row group, even
+    for a compacted day); returns (first key, last key) if its rows could be read."""
     try:
         with fs.open_input_file(f.path) as fh:
             pf = pq.ParquetFile(fh)
@@ -347,18 +348,20 @@ def _check_file(fs: pafs.FileSystem, f: SealedFile, rep: VerifyReport) -> tuple[
             if version > SCHEMA_VERSION:
                 rep.findings.append(Finding(f.path, "newer-schema", f"schema version {version} is newer than this wrdata's "
                                             f"({SCHEMA_VERSION}): upgrade wrdata to read it fully"))
-            # every row group, every column: decoding is what finds a damaged page
-            parts = [pf.read_row_group(i) for i in range(md.num_row_groups)]
-            data = pa.concat_tables(parts) if parts else arrow_schema.empty_table()
+            state = _FileState()
+            for i in range(md.num_row_groups):
+                # every column: decoding is what finds a damaged page
+                rg = pf.read_row_group(i)
+                try:
+                    rg = conform(f.table, rg)
+                except (ValueError, pa.ArrowException) as e:
+                    rep.findings.append(Finding(f.path, "foreign-schema", f"columns do not fit table {f.table}: {e}"))
+                    return None
+                state.add(rg, f)
     except Exception as e:  # noqa: BLE001 - whatever pyarrow raises for a damaged file
         rep.findings.append(Finding(f.path, "unreadable", f"unreadable: {type(e).__name__}: {e}"))
         return None
-    try:
-        data = conform(f.table, data)
-    except (ValueError, pa.ArrowException) as e:
-        rep.findings.append(Finding(f.path, "foreign-schema", f"columns do not fit table {f.table}: {e}"))
-        return None
-    n = data.num_rows
+    n = state.rows
     rep.rows += n
     if n == 0:
         rep.findings.append(Finding(f.path, "name", "empty file (a sealed file always has rows)"))
@@ -366,30 +369,65 @@ def _check_file(fs: pafs.FileSystem, f: SealedFile, rep: VerifyReport) -> tuple[
     stated = (md.metadata or {}).get(b"wrdata.rows")
     if stated is not None and int(stated) != n:
         rep.findings.append(Finding(f.path, "name", f"footer says {int(stated)} rows, the file has {n}"))
-    cols = key_columns(data, f.table)
-    ts = cols[0]
+    first, last = state.first, state.last
     if f.writer:
-        if int(ts[0]) != f.first_ts or int(ts[-1]) != f.last_ts:
+        if first[0] != f.first_ts or last[0] != f.last_ts:
             rep.findings.append(Finding(f.path, "name", f"name says ts_recv {f.first_ts}..{f.last_ts}, rows have "
-                                        f"{int(ts[0])}..{int(ts[-1])}: time-range pruning would skip rows"))
-        wcol = data.column("writer")
-        ws = sorted({str(w) for w in pc.unique(wcol.cast(pa.string())).to_pylist()})
-        if wcol.null_count or ws != [f.writer]:
+                                        f"{first[0]}..{last[0]}: time-range pruning would skip rows"))
+        ws = sorted(state.writers)
+        if state.null_writers or ws != [f.writer]:
             rep.findings.append(Finding(f.path, "name", f"writer column holds {ws[:3]}, the name says {f.writer!r}"))
-    days = np.unique(ts // 86_400_000_000_000)
-    if len(days) != 1 or date_str(int(days[0])) != f.date:
-        rep.findings.append(Finding(f.path, "misplaced", f"rows of {', '.join(date_str(int(d)) for d in days[:3])} "
+    days = sorted(state.days)
+    if len(days) != 1 or date_str(days[0]) != f.date:
+        rep.findings.append(Finding(f.path, "misplaced", f"rows of {', '.join(date_str(d) for d in days[:3])} "
                                     f"in the folder of {f.date}: readers pruning by date miss them"))
-    if not is_sorted(cols):
+    if state.unsorted:
         rep.findings.append(Finding(f.path, "order", f"rows are not in total order ({', '.join(SORT_KEYS[f.table])}): "
                                     "replay would emit them out of order; `wrdata compact` rewrites the partition sorted"))
-    elif n > 1:
-        same = np.ones(n - 1, dtype=bool)
-        for c in cols:
-            same &= np.diff(c) == 0
-        if same.any():
-            rep.findings.append(Finding(f.path, "duplicate", f"{int(same.sum())} rows repeat the key of the row before them"))
-    return tuple(int(c[0]) for c in cols), tuple(int(c[-1]) for c in cols)
+    elif state.repeats:
+        rep.findings.append(Finding(f.path, "duplicate", f"{state.repeats} rows repeat the key of the row before them"))
+    return first, last
+
+
+class _FileState:
+    """What _check_file accumulates over a file's row groups."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.first: tuple = ()
+        self.last: tuple = ()
+        self.writers: set[str] = set()
+        self.null_writers = 0
+        self.days: set[int] = set()
+        self.unsorted = False
+        self.repeats = 0
+
+    def add(self, data: pa.Table, f: SealedFile) -> None:
+        n = data.num_rows
+        if n == 0:
+            return
+        cols = key_columns(data, f.table)
+        head, tail = tuple(int(c[0]) for c in cols), tuple(int(c[-1]) for c in cols)
+        if self.rows:
+            if head < self.last:
+                self.unsorted = True
+            elif head == self.last:
+                self.repeats += 1
+        else:
+            self.first = head
+        self.last = tail
+        self.rows += n
+        wcol = data.column("writer")
+        self.null_writers += wcol.null_count
+        self.writers.update(str(w) for w in pc.unique(wcol.cast(pa.string())).to_pylist() if w is not None)
+        self.days.update(int(d) for d in np.unique(cols[0] // 86_400_000_000_000))
+        if not is_sorted(cols):
+            self.unsorted = True
+        elif n > 1:
+            same = np.ones(n - 1, dtype=bool)
+            for c in cols:
+                same &= np.diff(c) == 0
+            self.repeats += int(same.sum())
 
 
 def _check_between(fs: pafs.FileSystem, table: str, items: list[tuple[SealedFile, tuple, tuple]], rep: VerifyReport) -> None:
