@@ -11,11 +11,13 @@ seal, midnight split, footers included).
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 import time
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from wrdata.storage import DatasetWriter, from_messages, list_sealed, parquet_options, raw_batch
@@ -126,8 +128,45 @@ def main() -> None:
         row("wrdata pipeline, whole row", files_bytes(f"{tmp}/tape", "raw"), k)
         avg = sum(len(r[6]) for r in raws) / k
         print(f"  (frames average {avg:.0f} bytes of JSON)")
+        print("\nrow-group size and zstd level vs size and read speed (tape repeated to 600k trades, one file):")
+        big = pa.concat_tables([_shifted(t, k) for k in range(31)]).slice(0, 600_000)
+        nb = big.num_rows
+        lo = big.column("ts_recv")[nb // 2].value
+        hi = big.column("ts_recv")[nb // 2 + 20_000].value
+        for lvl in (3, 9):
+            for rg in (64 * 1024, 256 * 1024, 1024 * 1024):
+                path = f"{tmp}/rg-{lvl}-{rg}.parquet"
+                t0 = time.perf_counter()
+                pq.write_table(big, path, row_group_size=rg, **{**ours, "compression_level": lvl})
+                wdt = time.perf_counter() - t0
+                size = os.path.getsize(path)
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    pq.read_table(path)
+                rdt = (time.perf_counter() - t0) / 3
+                d = pads.dataset(path, format="parquet")
+                flt = (pads.field("ts_recv") >= pa.scalar(lo, pa.timestamp("ns", "UTC"))) & (pads.field("ts_recv") < pa.scalar(hi, pa.timestamp("ns", "UTC")))
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    got = d.to_table(filter=flt)
+                fdt = (time.perf_counter() - t0) / 3
+                print(
+                    f"  zstd {lvl} row groups of {rg // 1024:5d}k: {size / nb:5.2f} B/trade, write {nb / wdt / 1e6:4.1f}M rows/s, "
+                    f"full read {nb / rdt / 1e6:5.1f}M rows/s, 20k-row time range {fdt * 1e3:5.1f} ms ({got.num_rows} rows)"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shifted(t: pa.Table, k: int) -> pa.Table:
+    if k == 0:
+        return t
+    import pyarrow.compute as pc
+
+    span = 700_000_000_000 * k  # the tape spans ~11 min: shift whole copies later
+    i = t.schema.get_field_index("ts_recv")
+    ts = pc.add(t.column("ts_recv").cast(pa.int64()), span).cast(t.schema.field("ts_recv").type)
+    return t.set_column(i, t.schema.field("ts_recv"), ts)
 
 
 if __name__ == "__main__":

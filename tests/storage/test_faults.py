@@ -6,7 +6,7 @@ import errno
 import os
 import threading
 
-from conftest import T0, StatusLog, trade
+from storage_helpers import T0, StatusLog, trade
 
 from wrdata.storage import list_sealed, list_segments, read_messages, read_table
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, T0, StatusLog, trade
+from storage_helpers import REPO, T0, StatusLog, trade
 
 from wrdata.storage import StorageFS, from_messages, list_sealed, list_segments, read_messages, read_segment, read_table
 from wrdata.storage.journal import SegmentWriter
@@ -128,7 +128,7 @@ CHILD = textwrap.dedent(
     import sys
     sys.path.insert(0, {repo!r})
     sys.path.insert(0, {tests!r})
-    from conftest import trade
+    from storage_helpers import trade
     from wrdata.storage import DatasetWriter
     w = DatasetWriter({root!r}, writer_id="victim", flush_interval=0.01).start()
     i = 0

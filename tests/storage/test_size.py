@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
-from conftest import load_tape
+from storage_helpers import load_tape
 
 from wrdata.storage import list_sealed, read_messages, read_raw
 

@@ -8,7 +8,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from conftest import DAY, T0, trade
+from storage_helpers import DAY, T0, trade
 
 from wrdata.message import StreamMessage
 from wrdata.storage import (

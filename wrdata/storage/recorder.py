@@ -851,8 +851,10 @@ class DatasetWriter:
                 # rows of a later day arrived for this table and provider (live data
                 # past midnight, or a rebuild of past days moving on)
                 self._roll(key, "midnight")
-            elif seg.day < today_with_grace and (mono - seg.last_append_mono) * 1e9 >= grace:
-                # a quiet provider: the wall clock is past midnight and nothing came since
+            elif seg.day == today_with_grace - 1 and (mono - seg.last_append_mono) * 1e9 >= grace:
+                # a quiet live provider: the wall clock is past midnight and nothing came
+                # since (only yesterday's segments: a rebuild of older days that pauses
+                # must not roll; the hourly roll bounds everything else)
                 self._roll(key, "midnight")
 
     def _roll(self, key: tuple[str, str, int], reason: str) -> None:
