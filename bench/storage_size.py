@@ -134,7 +134,7 @@ def main() -> None:
         lo = big.column("ts_recv")[nb // 2].value
         hi = big.column("ts_recv")[nb // 2 + 20_000].value
         for lvl in (3, 9):
-            for rg in (64 * 1024, 256 * 1024, 1024 * 1024):
+            for rg in (64 * 1024, 128 * 1024, 256 * 1024, 1024 * 1024):
                 path = f"{tmp}/rg-{lvl}-{rg}.parquet"
                 t0 = time.perf_counter()
                 pq.write_table(big, path, row_group_size=rg, **{**ours, "compression_level": lvl})
