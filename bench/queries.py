@@ -215,13 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--only", choices=["ohlcv", "range"], help="run one of the two queries")
     args = ap.parse_args(argv)
 
     import duckdb
-    import pyarrow.dataset as pds
 
-    from wrdata.queries import connect, ohlcv, scan
-    from wrdata.queries.helpers import ts_literal
+    from wrdata.queries import connect
     from wrdata.storage import list_sealed
     from wrdata.storage.schema import PARQUET_DEFAULTS
 
@@ -257,6 +256,19 @@ def main(argv: list[str] | None = None) -> None:
         rows_out.append((label, wall, cpu, extra))
         print(f"  {label:<58} {wall * 1e3:>9.1f} ms  cpu {cpu * 1e3:>9.1f} ms  {extra}", flush=True)
 
+    if args.only != "range":
+        _bench_ohlcv(con, args, report)
+    if args.only != "ohlcv":
+        _bench_range(con, root, files, n, args, report)
+
+
+def _bench_ohlcv(con, args, report) -> None:
+    import pyarrow.dataset as pds
+
+    from wrdata.queries import ohlcv
+    from wrdata.storage import list_sealed
+
+    files = [f.path for f in list_sealed(str(con_root(con)), "trades")]
     print("1-minute OHLCV over all trades (target < 3 s on 2 cores):")
     w, c, bars = timed(lambda: ohlcv(con, "1m"), args.repeat)
     report("wrdata.queries.ohlcv(con, '1m')", w, c, f"{bars.num_rows:,} bars")
@@ -281,6 +293,18 @@ def main(argv: list[str] | None = None) -> None:
     w, c, _ = timed(lambda: sum(b.num_rows for b in dset.to_batches(columns=cols)), args.repeat)
     report("floor: bare pyarrow.dataset scan of the columns OHLCV reads", w, c)
     print()
+
+
+def con_root(con):
+    from wrdata.queries.connection import root_of
+
+    return root_of(con)
+
+
+def _bench_range(con, root, files, n, args, report) -> None:
+    from wrdata.queries import scan
+    from wrdata.queries.helpers import ts_literal
+    from wrdata.storage import list_sealed
 
     # one hour, the busiest symbol, mid-recording
     sym = _symbols(args.symbols)[0]
