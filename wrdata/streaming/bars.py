@@ -14,8 +14,8 @@ derived bars replay exactly as they were built live.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from ..channels import interval_ns
 from ..message import StreamMessage
@@ -25,12 +25,12 @@ def bucket_start(ts: int, interval: str) -> tuple[int, int]:
     """(start, end) in ns of the interval containing ``ts``; months are calendar months (UTC)."""
     if interval.endswith("M"):
         n = int(interval[:-1])
-        d = datetime.fromtimestamp(ts / 1e9, tz=timezone.utc)
+        d = datetime.fromtimestamp(ts / 1e9, tz=UTC)
         m0 = (d.year * 12 + d.month - 1) // n * n
         y, m = divmod(m0, 12)
-        start = datetime(y, m + 1, 1, tzinfo=timezone.utc)
+        start = datetime(y, m + 1, 1, tzinfo=UTC)
         y2, m2 = divmod(m0 + n, 12)
-        end = datetime(y2, m2 + 1, 1, tzinfo=timezone.utc)
+        end = datetime(y2, m2 + 1, 1, tzinfo=UTC)
         return int(start.timestamp()) * 1_000_000_000, int(end.timestamp()) * 1_000_000_000
     size = interval_ns(interval)
     if interval.endswith("w"):  # weeks start on Monday, as venues count them (the epoch was a Thursday)
