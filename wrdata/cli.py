@@ -27,6 +27,9 @@ from .capture.cli import capture as _capture_command  # noqa: E402
 main.add_command(_capture_command)
 
 from .demo import demo as _demo_command  # noqa: E402
+from .replay.cli import replay as _replay_command  # noqa: E402
+
+main.add_command(_replay_command)
 
 main.add_command(_demo_command)
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC
+from typing import Any
 
 from .channels import Channel, parse_channel, split_target
 from .message import StreamMessage
@@ -39,9 +41,9 @@ class WallClock:
         return time.time_ns()
 
     def now(self):
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        return datetime.now(tz=timezone.utc)
+        return datetime.now(tz=UTC)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -110,7 +112,7 @@ class DataStream:
 
     # -- construction over a recording ---------------------------------------------------
     @classmethod
-    def replay(cls, root: str, **kwargs: Any) -> "DataStream":
+    def replay(cls, root: str, **kwargs: Any) -> DataStream:
         """A ``DataStream`` over a recording (see :mod:`wrdata.replay`)."""
         from .replay.source import ReplaySource
 
@@ -278,7 +280,7 @@ class DataStream:
             await self._close_subs(subs, consumer)
 
     async def _pump(self, it: AsyncIterator[StreamMessage], callback: Callback) -> None:
-        is_async = inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(getattr(callback, "__call__", None))
+        is_async = inspect.iscoroutinefunction(callback)  # other callables: awaited if they return an awaitable
         try:
             async for msg in it:
                 if is_async:
@@ -318,7 +320,7 @@ class DataStream:
             await self.disconnect_streams()
             self._closed = True
 
-    async def __aenter__(self) -> "DataStream":
+    async def __aenter__(self) -> DataStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

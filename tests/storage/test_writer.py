@@ -306,3 +306,18 @@ def test_files_of_an_older_schema_version_still_read(make_writer):
     got = read_messages(w.root, "trades")
     assert got[0].symbol == "ETHUSDT" and got[0].trade_id is None and got[0].price == 2.5
     assert got[1] == trade(1)
+
+
+def test_list_sealed_prunes_by_table_provider_date_and_time(make_writer):
+    w = make_writer().start()
+    w.on_messages([trade(i, T0 - DAY + i) for i in range(3)] + [trade(10 + i, T0 + i) for i in range(3)])
+    w.on_messages([trade(i, T0 + i, provider="kraken", symbol="BTC/USD") for i in range(3)])
+    w.close()
+    assert {(f.provider, f.date) for f in list_sealed(w.root, "trades")} == {
+        ("binance", "2024-08-08"),
+        ("binance", "2024-08-09"),
+        ("kraken", "2024-08-09"),
+    }
+    assert [f.date for f in list_sealed(w.root, "trades", "binance", date="2024-08-09")] == ["2024-08-09"]
+    assert [f.provider for f in list_sealed(w.root, "trades", start=T0, end=T0 + 2)] == ["binance", "kraken"]
+    assert list_sealed(w.root, "quotes") == []

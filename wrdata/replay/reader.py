@@ -17,9 +17,9 @@ jumping to the next file that has data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,7 +56,7 @@ def to_ns(t: int | float | str | datetime | None) -> int | None:
             raise ValueError(f"bad time {t!r}: use ISO 8601 (2026-11-23T14:00Z), a date, or ns since the epoch") from None
     if isinstance(t, datetime):
         if t.tzinfo is None:
-            t = t.replace(tzinfo=timezone.utc)
+            t = t.replace(tzinfo=UTC)
         return int(t.timestamp()) * NS + t.microsecond * 1000
     raise TypeError(f"bad time {t!r}")
 
@@ -83,7 +83,7 @@ class Selection:
         elif self.channels[table] is not None:
             self.channels[table].add(channel)
 
-    def copy(self) -> "Selection":
+    def copy(self) -> Selection:
         return Selection(
             {t: {p: (None if s is None else set(s)) for p, s in ps.items()} for t, ps in self.tables.items()},
             {t: (None if c is None else set(c)) for t, c in self.channels.items()},

@@ -519,6 +519,14 @@ class FrameFeed(Feed):
             self.done.set_result(n)
 
 
+def _canonical(path: str) -> str:
+    """``path?b=2&a=1`` → ``path?a=1&b=2``: clients order query parameters differently."""
+    p, sep, q = path.partition("?")
+    if not sep:
+        return p
+    return p + "?" + "&".join(sorted(q.split("&")))
+
+
 # ---------------------------------------------------------------------------------------------
 # the server
 
@@ -612,7 +620,11 @@ class SimServer:
         self._routes[path] = handler
 
     def set_rest_override(self, path: str, body: bytes | None, status: int = 200) -> None:
-        """Answer GET ``path`` with fixed bytes (e.g. a recorded depth snapshot); None removes it."""
+        """Answer GET ``path`` with fixed bytes (e.g. a recorded depth snapshot); None removes it.
+
+        ``path`` may carry a query (``/api/v3/depth?symbol=BTCUSDT&limit=1000``): it then
+        answers only that exact query, ahead of an override of the bare path."""
+        path = _canonical(path)
         if body is None:
             self._overrides.pop(path, None)
         else:
@@ -646,7 +658,8 @@ class SimServer:
         return self._http_response(resp)
 
     def _rest(self, path: str, query: str, request: Request) -> RestResponse:
-        override = self._overrides.get(path)
+        # an override for this exact query (a recorded depth snapshot of one symbol) first
+        override = (self._overrides.get(_canonical(f"{path}?{query}")) if query else None) or self._overrides.get(path)
         handler = self._routes.get(path)
         if handler is None and override is None:
             return self.rest_error(404, "not_found")

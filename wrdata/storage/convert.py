@@ -91,6 +91,11 @@ def _array(values: list, typ: pa.DataType) -> pa.Array:
             return pa.nulls(n, typ)
         if typ == DICT:
             return _const_dict(first, n)
+        if not isinstance(first, bool) or typ == pa.bool_():
+            try:
+                return pa.repeat(pa.scalar(first, typ), n)  # conn 0, idx 0, ...
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                pass  # let pa.array() below name the problem
     if typ == TS:
         # int64 then a zero-copy cast: building timestamps directly is ~3x slower
         return pa.array(values, pa.int64()).cast(TS)

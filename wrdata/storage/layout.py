@@ -134,9 +134,11 @@ def list_sealed(
     *,
     filesystem: pafs.FileSystem | str | None = None,
     supersede: bool = True,
+    date: str | list[str] | None = None,
 ) -> list[SealedFile]:
     """Sealed files of a recording, pruned by table, provider and ``ts_recv`` range
-    (``start`` inclusive, ``end`` exclusive), from directory listings only.
+    (``start`` inclusive, ``end`` exclusive) and ``date`` (``YYYY-MM-DD``, one or a
+    list), from directory listings only.
 
     Files that a compacted file replaces (listed between a compaction's write and its
     removal of the old files) are left out unless ``supersede=False``: see
@@ -150,6 +152,7 @@ def list_sealed(
     hi_day = day_of(hi - 1) if hi is not None else None
     tables = _as_list(table) or list(TABLES)
     provs = _as_list(provider)
+    dates = set(_as_list(date) or ())
     out: list[SealedFile] = []
     for t in tables:
         for pdir in _subdirs(fs, f"{base}/{t}", "provider="):
@@ -158,6 +161,8 @@ def list_sealed(
                 continue
             for ddir in _subdirs(fs, pdir, "date="):
                 d = ddir.rsplit("date=", 1)[1]
+                if dates and d not in dates:
+                    continue
                 try:
                     day = day_from_str(d)
                 except ValueError:
