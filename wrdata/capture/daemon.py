@@ -152,7 +152,7 @@ class CaptureDaemon:
                 timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
                 try:
                     await asyncio.wait_for(self.stop_event.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self.stats.tick()
                 if live is not None:
