@@ -406,7 +406,8 @@ class DatasetWriter:
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything recorded before this call is in the journal (or was
         dropped and recorded as a gap). False if that did not happen within ``timeout``
-        (e.g. the disk is failing)."""
+        (e.g. the disk is failing). Blocks the calling thread: from async code use
+        :meth:`aflush`."""
         if not self._started:
             raise RuntimeError("DatasetWriter.flush() before start()")
         if self._closed:
