@@ -58,10 +58,14 @@ def recorded_frames(
     window: float = 300.0,
     filesystem: Any = None,
     on_rest=None,
+    sent: bool = False,
 ) -> Iterator[RecordedFrame]:
     """Frames received from ``provider``, in total order, de-duplicated across connections.
 
     ``on_rest(path_and_query, body)`` is called for each REST response met on the way.
+    With ``sent``, the frames the client sent come too, marked ``stream="out"``: a
+    simulator whose answers carry ids the client chose (IBKR request ids) learns from
+    them what each recorded id stood for.
     """
     lo, hi = to_ns(start), to_ns(end)
     files = list_sealed(root, "raw", provider, lo, hi, filesystem=filesystem)
@@ -78,7 +82,7 @@ def recorded_frames(
         return
     lo = max(first, lo) if lo is not None else first
     stop = min(last + 1, hi) if hi is not None else last + 1
-    recent: OrderedDict[bytes, None] = OrderedDict()
+    recent: OrderedDict[bytes, int] = OrderedDict()
     step = int(window * NS)
     while lo < stop:
         w_hi = min(lo + step, stop)
@@ -87,11 +91,17 @@ def recorded_frames(
                 if on_rest is not None and f.url:
                     on_rest(_rest_key(f.url), f.payload)
                 continue
+            if f.direction == "out" and sent:
+                yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url, stream="out")
+                continue
             if f.direction != "in":
                 continue
-            if f.payload in recent:  # the same bytes from a second connection: a rollover overlap
+            seen_on = recent.get(f.payload)
+            if seen_on is not None and seen_on != f.conn:  # the same bytes from a second connection: a rollover overlap
                 continue
-            recent[f.payload] = None
+            # (the same bytes again on one connection are a new frame: TWS messages carry no ids)
+            recent[f.payload] = f.conn
+            recent.move_to_end(f.payload)
             if len(recent) > 4096:
                 recent.popitem(last=False)
             yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url)
@@ -132,9 +142,9 @@ async def serve(
     called once the server listens."""
     feed = FrameFeed([], speed=speed)
     sim = simulator_class(provider)(host=host, port=port, feed=feed, **sim_options)
-    feed.frames = _AfterFirstClient(
-        sim, recorded_frames(root, provider, start, end, filesystem=filesystem, on_rest=sim.set_rest_override), settle
-    )
+    frames = recorded_frames(root, provider, start, end, filesystem=filesystem, on_rest=sim.set_rest_override,
+                             sent=getattr(sim, "serves_sent_frames", False))
+    feed.frames = _AfterFirstClient(sim, frames, settle)
     await sim.start()
     # every recorded REST answer is there from the start (a client may ask before the
     # recording reaches it); a later response to the same request replaces it in time
