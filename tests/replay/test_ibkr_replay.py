@@ -105,3 +105,31 @@ def test_raw_rows_rebuild_every_message(recording):
     assert {m.kind for m in rebuilt} == {"trade", "quote", "bar", "book", "status"}
     assert {r[4] for r in raw.rows} == {"in", "out", "event"}
     assert not [r for r in raw.rows if b"DU1234567" in r[6]]
+
+
+async def test_replay_serve_feeds_an_unmodified_ib_async_client(recording):
+    from ib_async import IB, StartupFetchNONE, Stock
+
+    from wrdata.replay.serve import serve
+
+    root, seen, _ = recording
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve("ibkr", str(root), speed=None, settle=0.5, linger=0.3, on_ready=ready.set_result))
+    sim = await asyncio.wait_for(ready, 10)
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", sim.port, clientId=9, timeout=4, readonly=True, fetchFields=StartupFetchNONE)
+    try:
+        [c] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+        trades: list = []
+        t = ib.reqTickByTickData(c, "AllLast")
+        t.updateEvent += lambda tk: trades.extend(x for x in tk.tickByTicks if hasattr(x, "specialConditions"))
+        bars = ib.reqRealTimeBars(c, 5, "TRADES", False)
+        n = await asyncio.wait_for(server, 20)
+    finally:
+        ib.disconnect()
+    live = [m for m in seen["trade"] if m.kind == "trade" and m.symbol == "AAPL"]
+    assert n > 100 and len(trades) >= len(live) > 10
+    assert [(x.price, x.size, x.exchange) for x in trades[: len(live)]] == [(m.price, m.size, m.exchange) for m in live]
+    live_bars = [m for m in seen["bar:5s"] if m.kind == "bar" and m.symbol == "AAPL"]
+    assert [(int(b.time.timestamp()) * 1_000_000_000, b.close, b.volume) for b in bars][: len(live_bars)] == [
+        (m.ts_event, m.close, m.size) for m in live_bars]

@@ -305,6 +305,11 @@ class SimTwsConnection:
     def __repr__(self) -> str:
         return f"<SimTwsConnection #{self.id} client {self.client_id} v{self.server_version}>"
 
+    @property
+    def _queue(self) -> int:
+        """Bytes written but not yet sent (``replay serve`` waits for every client's to drain)."""
+        return 0 if self.closed else self.writer.transport.get_write_buffer_size()
+
     def send(self, *fields: Any) -> bool:
         if self.closed:
             return False
@@ -377,6 +382,7 @@ class IbkrSimulator:
 
     venue = "ibkr"
     default_port = 4002  # an IB Gateway in paper mode
+    serves_sent_frames = True  # replay: recorded requests map recorded request ids (publish_recorded)
 
     def __init__(
         self,
@@ -551,6 +557,9 @@ class IbkrSimulator:
     def farm_restored(self, farm: str = "usfarm") -> None:
         self.farm_ok = True
         self.broadcast_error(-1, 2104, f"Market data farm connection is OK:{farm}")
+
+    def set_rest_override(self, path: str, body: bytes | None, status: int = 200) -> None:
+        """TWS has no REST side: recorded REST answers (none for IBKR) are ignored."""
 
     def freeze(self) -> None:
         """Stop the market clock: no events, no bars (a halted market; tests compare books at rest)."""
