@@ -23,8 +23,10 @@ from .sim.cli import sim as _sim_command  # noqa: E402
 main.add_command(_sim_command)
 
 from .capture.cli import capture as _capture_command  # noqa: E402
+from .capture.cli import rebuild as _rebuild_command  # noqa: E402
 
 main.add_command(_capture_command)
+main.add_command(_rebuild_command)
 
 from .demo import demo as _demo_command  # noqa: E402
 from .replay.cli import replay as _replay_command  # noqa: E402

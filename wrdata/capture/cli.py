@@ -73,3 +73,24 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
     except ConfigError as e:
         _fail(e)
     raise SystemExit(code)
+
+
+@click.command()
+@click.option("--root", default=None, help="Dataset root (default $WRDATA_ROOT, else ./data).")
+@click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable; default: every recorded one).")
+@click.option("--journal-dir", help="Where the capture's journal is (default <root>/_journal).")
+@click.option("--dry-run", is_flag=True, help="Parse and count, write nothing.")
+def rebuild(root, providers, journal_dir, dry_run) -> None:
+    """Re-derive trades, quotes, bars, book and events from raw with the current parsers."""
+    from .rebuild import RebuildError
+    from .rebuild import rebuild as run
+
+    root = root or default_root()
+    try:
+        results = run(root, list(providers) or None, journal_dir=journal_dir, dry_run=dry_run)
+    except (RebuildError, ValueError) as e:
+        _fail(e)
+    for r in results:
+        rows = ", ".join(f"{t}={n}" for t, n in sorted(r.rows.items()))
+        verb = "would write" if dry_run else f"wrote {len(r.written)} files ({len(r.removed)} replaced):"
+        click.echo(f"{r.provider}: {r.frames} raw rows -> {verb} {rows}")

@@ -9,7 +9,7 @@ testing parsers on real recorded frames both use it, so neither has a parser of 
 from __future__ import annotations
 
 import logging
-from typing import Hashable
+from collections.abc import Hashable
 
 import msgspec
 
@@ -19,6 +19,15 @@ from .base import HttpRequest, HttpResponse, Session, Venue, redact_url
 log = logging.getLogger("wrdata.streaming.driver")
 
 _decode_event = msgspec.json.Decoder(StreamMessage).decode
+
+
+def _path(url: str) -> str:
+    """Path and query of a URL: a recording made against a simulator or a proxy is rebuilt
+    with the venue's default host, so requests match on what they asked, not where."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.path}?{u.query}" if u.query else u.path
 
 
 class RawDriver:
@@ -46,14 +55,14 @@ class RawDriver:
             resp = HttpResponse(200 if status is None else status, payload)
             if conn == 0:
                 req = self.venue.instruments_request()
-                if req is not None and url.split("?")[0] == req.url.split("?")[0] and resp.status == 200:
+                if req is not None and _path(url).split("?")[0] == _path(req.url) and resp.status == 200:
                     self.venue.instruments = self.venue.load_instruments(resp)
                 return []
             s = self.session(conn)
             self._collect(conn, s)
             reqs = self.pending.get(conn, [])
             for i, req in enumerate(reqs):
-                if redact_url(req.full_url) == url:
+                if _path(redact_url(req.full_url)) == _path(url):
                     del reqs[i]
                     out = s.on_response(req, resp, ts_recv, seq)
                     self._collect(conn, s)
