@@ -101,8 +101,8 @@ def test_raw_rows_rebuild_every_message(recording):
     venue = CASES[case][1](credentials={"key": "k", "secret": "s"}, **CASES[case][2])
     driver = RawDriver(venue)
     rebuilt = []
-    for _provider, conn, seq, ts, direction, url, payload in raw.rows:
-        rebuilt += driver.feed(conn, seq, ts, direction, url, payload)
+    for _provider, conn, seq, ts, direction, url, payload, *status in raw.rows:  # REST rows carry their HTTP status
+        rebuilt += driver.feed(conn, seq, ts, direction, url, payload, *status)
     assert rebuilt == raw.msgs
     assert {m.kind for m in rebuilt} >= {"trade", "status"}
     assert [m for m in rebuilt if m.status == "gap"], "the outage is in the recording"

@@ -48,7 +48,7 @@ async def _record(provider: str, options: dict, n: int = 60):
                 trades.append(m)
                 if len(trades) >= n:
                     break
-    frames = [RecordedFrame(ts, payload, url) for _p, _c, _s, ts, direction, url, payload in tap.rows if direction == "in"]
+    frames = [RecordedFrame(ts, payload, url) for _p, _c, _s, ts, direction, url, payload, *_status in tap.rows if direction == "in"]
     return trades, frames
 
 

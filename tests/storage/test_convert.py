@@ -118,9 +118,15 @@ def test_bar_volume_column_is_message_size():
 
 
 def test_raw_roundtrip_keeps_bytes_exactly():
-    rows = [("p", 1, 0, 5, "in", "wss://a/b", b"\x00\xffbinary"), ("p", 1, 1, 6, "out", "wss://a/b", b'{"op":"sub"}'), ("p", 0, 0, 7, "rest", None, b"")]
+    rows = [
+        ("p", 1, 0, 5, "in", "wss://a/b", b"\x00\xffbinary"),
+        ("p", 1, 1, 6, "out", "wss://a/b", b'{"op":"sub"}'),
+        ("p", 0, 0, 7, "rest", None, b"", 429),  # REST rows keep their HTTP status
+    ]
     batch = raw_batch(rows, "w")
-    assert [tuple(r) for r in to_raw_frames(batch, "p")] == rows
+    frames = to_raw_frames(batch, "p")
+    assert [tuple(r)[:7] for r in frames] == [r[:7] for r in rows]
+    assert [f.status for f in frames] == [None, None, 429]
 
 
 def test_schema_version_and_conform_older_files():

@@ -109,7 +109,7 @@ def _rebuild_provider(root, provider, filesystem, journal_dir, dry_run, progress
                 t = pq.read_table(fh)
             for fr in to_raw_frames(t, provider):
                 res.frames += 1
-                for m in driver.feed(fr.conn, fr.seq, fr.ts_recv, fr.direction, fr.url or "", fr.payload):
+                for m in driver.feed(fr.conn, fr.seq, fr.ts_recv, fr.direction, fr.url or "", fr.payload, fr.status):
                     table = table_of(m)
                     if table is not None:
                         out.setdefault((table, day_of(m.ts_recv)), []).append(m)

@@ -48,7 +48,7 @@ class CaptureStats:
         return f
 
     # -- tap ---------------------------------------------------------------------------
-    def on_raw(self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes) -> None:
+    def on_raw(self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None) -> None:
         if direction == "in":
             f = self.providers.get(provider) or self.figures(provider)
             f.frames += 1

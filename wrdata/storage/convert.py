@@ -188,11 +188,13 @@ class RawFrame(NamedTuple):
     direction: str
     url: str | None
     payload: bytes
+    status: int | None = None  # REST rows: HTTP status (0: the request failed without a response)
 
 
 def raw_batch(rows: list[tuple], writer: str) -> pa.RecordBatch:
-    """A ``raw`` batch from ``(provider, conn, seq, ts_recv, direction, url, payload)`` tuples
-    (the arguments of :meth:`DatasetWriter.on_raw`; provider is ignored: it is the path)."""
+    """A ``raw`` batch from ``(provider, conn, seq, ts_recv, direction, url, payload[, status])``
+    tuples (the arguments of :meth:`DatasetWriter.on_raw`; provider is ignored: it is the
+    path; only REST rows carry a status)."""
     n = len(rows)
     # one comprehension per column: zip(*rows) is ~4x slower on long lists
     payload = [r[6] for r in rows]
@@ -205,6 +207,7 @@ def raw_batch(rows: list[tuple], writer: str) -> pa.RecordBatch:
             _array([r[5] for r in rows], DICT),
             _binary(payload),
             _const_dict(writer, n),
+            pa.array([r[7] if len(r) > 7 else None for r in rows], pa.int16()),
         ],
         schema=SCHEMAS["raw"],
     )
@@ -350,7 +353,9 @@ def to_raw_frames(data: pa.RecordBatch | pa.Table, provider: str | None = None) 
             _pylist(data.column("ts_recv")),
             _pylist(data.column("direction")),
             _pylist(data.column("url")),
-            data.column("payload").to_pylist(), strict=False,
+            data.column("payload").to_pylist(),
+            _pylist(data.column("status")) if "status" in data.schema.names else [None] * n,
+            strict=False,
         )
     ]
 

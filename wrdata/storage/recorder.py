@@ -295,12 +295,17 @@ class DatasetWriter:
     # ------------------------------------------------------------------------------------
     # the tap (event loop thread): append and count, nothing else
 
-    def on_raw(self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes) -> None:
-        """Record one frame (``direction``: ``in``, ``out``, ``rest``, ``event``)."""
+    def on_raw(
+        self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None
+    ) -> None:
+        """Record one frame (``direction``: ``in``, ``out``, ``rest`` (with its HTTP ``status``), ``event``)."""
         if not self._accepting:
             self._after_close += 1
             return
-        self._rawq.append((provider, conn, seq, ts_recv, direction, url, payload))
+        if status is None:
+            self._rawq.append((provider, conn, seq, ts_recv, direction, url, payload))
+        else:
+            self._rawq.append((provider, conn, seq, ts_recv, direction, url, payload, status))
         self._in_bytes += len(payload) + _RAW_EST
         if self._in_bytes - self._out_bytes > self._wake_at:
             self._pressure()

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: raw gained `status` (the HTTP status of a recorded REST response)
+SCHEMA_VERSION = 2
 
 TS = pa.timestamp("ns", tz="UTC")
 DICT = pa.dictionary(pa.int32(), pa.string())
@@ -121,6 +122,7 @@ _RAW = [
     pa.field("url", DICT),
     pa.field("payload", pa.binary()),
     pa.field("writer", DICT),
+    pa.field("status", pa.int16()),  # REST rows: the HTTP status (0: no response); null otherwise
 ]
 
 DIRECTIONS = ("in", "out", "rest", "event")

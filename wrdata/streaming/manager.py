@@ -37,7 +37,9 @@ log = logging.getLogger("wrdata.streaming.manager")
 class Tap(Protocol):
     """A recorder: sees everything before the fan-out, must not block."""
 
-    def on_raw(self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes) -> None: ...
+    def on_raw(
+        self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None
+    ) -> None: ...
 
     def on_messages(self, msgs: list[StreamMessage]) -> None: ...
 
@@ -267,10 +269,10 @@ class StreamManager(Source):
             if req is None:
                 return None
             client = self.client(provider)
-            try:
-                resp, _ts, _seq = await client.request(req)
-            except OSError as e:
-                log.warning("%s: cannot fetch the instrument list from %s (%s); symbols are not validated", provider, req.url, e)
+            resp, _ts, _seq = await client.request(req)
+            if resp.status == 0:
+                log.warning("%s: cannot fetch the instrument list from %s (%s); symbols are not validated",
+                            provider, req.url, resp.body.decode(errors="replace"))
                 return None
             if resp.status != 200:
                 text = resp.body[:200].decode(errors="replace")

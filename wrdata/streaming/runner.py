@@ -183,8 +183,15 @@ class WsClient:
         return msg
 
     async def request(self, req: HttpRequest, link: Link | None = None) -> tuple[HttpResponse, int, int]:
-        """Perform a REST call and record its response; returns (response, ts_recv, seq)."""
-        resp = await fetch(req, timeout=self.venue.rest_timeout)
+        """Perform a REST call and record its response, or its failure (status 0), in raw.
+
+        Returns (response, ts_recv, seq); a failure without a response is returned as
+        status 0 with the error text as the body, so what a session saw can be rebuilt.
+        """
+        try:
+            resp = await fetch(req, timeout=self.venue.rest_timeout)
+        except OSError as e:
+            resp = HttpResponse(0, redact_url(f"{type(e).__name__}: {e}").encode())
         ts = recv_ns()
         if link is not None:
             conn, seq = link.conn, link.next_seq()
@@ -192,7 +199,7 @@ class WsClient:
             conn, seq = 0, self.provider_seq
             self.provider_seq += 1
         if self.raw_sink is not None:
-            self.raw_sink(self.venue.name, conn, seq, ts, "rest", redact_url(req.full_url), resp.body)
+            self.raw_sink(self.venue.name, conn, seq, ts, "rest", redact_url(req.full_url), resp.body, resp.status)
         return resp, ts, seq
 
     # -- subscriptions -----------------------------------------------------------------
@@ -412,10 +419,7 @@ class WsClient:
                 last_send = time.monotonic()
 
     async def _rest(self, link: Link, req: HttpRequest) -> None:
-        try:
-            resp, ts, seq = await self.request(req, link)
-        except Exception as e:
-            resp, ts, seq = HttpResponse(0, str(e).encode()), recv_ns(), link.next_seq()
+        resp, ts, seq = await self.request(req, link)
         if link.closing:
             return
         try:
