@@ -285,3 +285,15 @@ def test_cli_lists_coinbase_and_kraken():
 def test_faults_object_is_shared():
     sim = CoinbaseSimulator(faults=Faults(drop_after=5))
     assert sim.faults.drop_after == 5
+
+
+async def test_books_beyond_the_per_connection_limit_open_another_connection():
+    """The venue refuses more than a few level2 products per connection: the runner asks
+    the venue (Venue.admit) and spreads books over connections instead of being refused."""
+    async with CoinbaseSimulator(seed=5, rate=300, heartbeat_interval=0.2, max_level2=2) as sim:
+        products = [s for s in sim.market.symbols][:3]
+        async with DataStream(endpoints={"coinbase": sim.url}, options={"coinbase": {**FAST, "level2_per_conn": 2}}) as ds:
+            views = await collect(ds.stream_many(products, stream_type="book:5"), lambda ms: {m.symbol for m in ms} == set(products))
+        assert {m.symbol for m in views} == set(products)
+        assert len(sim.history) == 2, "two books on the first connection, the third on another"
+        assert not [m for m in views if m.kind == "status" and m.status == "error"]

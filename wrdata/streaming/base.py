@@ -247,6 +247,15 @@ class Venue:
         """Venue streams (the unit of venue subscription and ref-counting) for one channel."""
         raise NotImplementedError
 
+    def admit(self, have: set[Hashable], new: list[Hashable]) -> tuple[list[Hashable], list[Hashable]]:
+        """Which of ``new`` streams a connection already carrying ``have`` may take: (take, rest).
+
+        The default is the venue's per-connection stream limit; venues with other limits
+        (Coinbase: a few level2 books per connection) override it.
+        """
+        room = max(0, self.max_streams_per_conn - len(have))
+        return new[:room], new[room:]
+
     def stream_target(self, stream: Hashable) -> tuple[str | None, str | None]:
         """(symbol, channel route) a venue stream feeds; used to address gap events."""
         raise NotImplementedError

@@ -214,18 +214,20 @@ class WsClient:
         for s in streams:
             if s not in have:
                 groups.setdefault(group_of(s), []).append(s)
-        cap = self.venue.max_streams_per_conn
+        admit = self.venue.admit
         for group, new in groups.items():
             for slot in self.slots:
                 if not new:
                     break
-                room = cap - len(slot.streams)
-                if room > 0 and not slot.stopping and slot.group == group:
-                    take, new = new[:room], new[room:]
-                    slot.streams.update(take)
-                    slot.changed.set()
+                if not slot.stopping and slot.group == group:
+                    take, new = admit(slot.streams, new)
+                    if take:
+                        slot.streams.update(take)
+                        slot.changed.set()
             while new:
-                take, new = new[:cap], new[cap:]
+                take, new = admit(set(), new)
+                if not take:
+                    raise ValueError(f"{self.venue.name}: no connection can carry {new[0]!r}")
                 slot = Slot(self, take, group)
                 self.slots.append(slot)
                 slot.task = asyncio.get_running_loop().create_task(self._supervise(slot), name=f"wrdata-{self.venue.name}-slot")
