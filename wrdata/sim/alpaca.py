@@ -54,6 +54,7 @@ happened) make the updated bars real.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -142,6 +143,23 @@ _RECORDED_JSON = (msgspec.json.Decoder(list[msgspec.Raw]), msgspec.json.Decoder(
 _RECORDED_MSGPACK = (msgspec.msgpack.Decoder(list[msgspec.Raw]), msgspec.msgpack.Decoder(_Head))
 _CHANNEL_OF = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "s": "statuses", "l": "lulds",
                "c": "corrections", "x": "cancelErrors", "i": "imbalances", "o": "orderbooks"}
+
+
+_SINGLE_TRADES = re.compile(r"^/v2/stocks/([^/]+)/trades$")
+
+
+def _token_encode(symbol: str, seq: int) -> str:
+    return base64.b64encode(f"{symbol}|{seq}".encode()).decode()
+
+
+def _token_decode(token: str | None) -> tuple[str, int] | None:
+    if not token:
+        return None
+    try:
+        sym, _, seq = base64.b64decode(token).decode().rpartition("|")
+        return sym, int(seq)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _reencode(payload: bytes, binary: bool) -> bytes:
@@ -266,7 +284,12 @@ class AlpacaSimulator(SimServer):
         self._delayed: deque[tuple[int, str, tuple[str, ...], dict[str, Any]]] = deque()
         self._next_minute = 0
         self._next_half = 0
+        self.history_size = history  # trades kept per symbol for REST (self.history lists connections)
+        self._tapes: dict[str, deque[tuple[int, dict[str, Any]]]] = {}  # symbol -> (seq, trade item) for REST
+        self._tape_seq = 0
         self.route("/v2/assets", self._r_assets)
+        self.route("/v2/stocks/trades", self._r_stock_trades)
+        self.route("/v1beta3/crypto/us/trades", self._r_crypto_trades)
 
     @staticmethod
     def cli_options() -> list:
@@ -496,9 +519,8 @@ class AlpacaSimulator(SimServer):
         if e.trades and not halted:
             hours = session_of(e.trades[0].ts_ns)
             for t in e.trades:
-                if faults.withholding and faults.take_withheld(sym, t.trade_id):
-                    continue
-                self._stock_trade(spec, t, tape, hours)
+                withheld = faults.withholding and faults.take_withheld(sym, t.trade_id)
+                self._stock_trade(spec, t, tape, hours, withheld)
         if e.bbo_changed and not halted:
             bid, bid_lots, ask, ask_lots = e.bbo
             h = zlib.crc32(f"{sym}{e.update_id}".encode())
@@ -509,7 +531,7 @@ class AlpacaSimulator(SimServer):
             self._emit("/v2/delayed_sip", "quotes", sym, q)
             self._emit("/v2/iex", "quotes", sym, {**q, "bx": "V", "ax": "V"})
 
-    def _stock_trade(self, spec: SymbolSpec, t: Trade, tape: str, hours: str) -> None:
+    def _stock_trade(self, spec: SymbolSpec, t: Trade, tape: str, hours: str, withheld: bool = False) -> None:
         sym = spec.symbol
         h = zlib.crc32(f"{sym}{t.trade_id}".encode())
         venue = _PRINT_VENUES[h % 100]
@@ -522,11 +544,23 @@ class AlpacaSimulator(SimServer):
         item = {"T": "t", "S": sym, "i": self._exchange_id(sym, venue), "x": venue, "p": spec.price(t.price), "s": int(size),
                 "c": cond, "z": tape, "t": t.ts_ns}
         late = self.late_fraction > 0 and (h >> 8) % 100_000 < self.late_fraction * 100_000
-        if late:  # reported later, out of sequence: in no minute bar until it is
+        if late:
             item["c"] = [*cond, "Z"]
+        self._history(sym, item)  # REST history holds every print, withheld ones included (gap healing)
+        if withheld:  # lost on the stream only: the venue's bars still count it
+            self._bar_add("sip", sym, item)
+            return
+        if late:  # reported later, out of sequence: in no minute bar until it is
             self._late.append((t.ts_ns + self.late_delay_ns, sym, item, venue))
             return
         self._publish_trade(sym, item, venue)
+
+    def _history(self, sym: str, item: dict[str, Any]) -> None:
+        tape = self._tapes.get(sym)
+        if tape is None:
+            tape = self._tapes[sym] = deque(maxlen=self.history_size)
+        self._tape_seq += 1
+        tape.append((self._tape_seq, item))
 
     def _publish_trade(self, sym: str, item: dict[str, Any], venue: str) -> None:
         self._emit("/v2/sip", "trades", sym, item)
@@ -561,14 +595,15 @@ class AlpacaSimulator(SimServer):
         spec = self.always.specs[sym]
         path = "/v1beta3/crypto/us" if "/" in sym else "/v2/test"
         for t in e.trades:
-            if self.faults.withholding and self.faults.take_withheld(sym, t.trade_id):
-                continue
             if "/" in sym:
                 item = {"T": "t", "S": sym, "p": spec.price(t.price), "s": spec.qty(t.qty), "t": t.ts_ns, "i": t.trade_id,
                         "tks": "S" if t.buyer_maker else "B"}
             else:  # FAKEPACA on the test stream
                 item = {"T": "t", "S": sym, "i": t.trade_id, "x": "V", "p": spec.price(t.price), "s": int(spec.qty(t.qty)),
                         "c": ["@"], "z": "C", "t": t.ts_ns}
+            self._history(sym, item)
+            if self.faults.withholding and self.faults.take_withheld(sym, t.trade_id):
+                continue
             self._emit(path, "trades", sym, item)
             self._bar_add("crypto" if "/" in sym else "test", sym, item)
         if e.bbo_changed:
@@ -707,6 +742,63 @@ class AlpacaSimulator(SimServer):
         if status:
             rows = [r for r in rows if r["status"] == status]
         return json_response(rows)
+
+    def _rest(self, path: str, query: str, request: Any) -> RestResponse:
+        # /v2/stocks/{symbol}/trades: a path parameter, which exact routes cannot express
+        m = _SINGLE_TRADES.match(path)
+        if m is not None:
+            return super()._rest("/v2/stocks/trades", f"{query}&symbols={m.group(1)}&_single=1", request)
+        return super()._rest(path, query, request)
+
+    def _r_stock_trades(self, req: RestRequest) -> RestResponse:
+        if not self._authorized(req):
+            return json_response({"code": 40110000, "message": "request is not authorized"}, 401)
+        feed = req.get("feed", "sip")
+        if feed not in ("sip", "iex", "delayed_sip", "otc"):
+            return json_response({"code": 42210000, "message": f"invalid feed: {feed}"}, 422)
+        return self._trades(req, lambda item: feed != "iex" or item.get("x") == "V")
+
+    def _r_crypto_trades(self, req: RestRequest) -> RestResponse:
+        return self._trades(req, lambda item: True)  # crypto history needs no key
+
+    def _trades(self, req: RestRequest, keep) -> RestResponse:
+        """History pages: ``symbols``, RFC 3339 ``start``/``end`` (inclusive), ``limit``
+        (1-10000, default 1000, over all symbols), ``sort`` asc|desc, ``page_token``."""
+        from ..streaming.alpaca import rfc3339_ns
+
+        symbols = [s for s in (req.get("symbols") or "").split(",") if s]
+        if not symbols:
+            return json_response({"code": 42210000, "message": "missing symbols"}, 422)
+        try:
+            start = rfc3339_ns(req.get("start")) if req.get("start") else None
+            end = rfc3339_ns(req.get("end")) if req.get("end") else None
+            limit = int(req.get("limit") or 1000)
+        except ValueError as e:
+            return json_response({"code": 42210000, "message": f"invalid parameter: {e}"}, 422)
+        if not 1 <= limit <= 10_000:
+            return json_response({"code": 42210000, "message": "invalid limit: must be between 1 and 10000"}, 422)
+        limit = self.faults.clip_page(limit)
+        desc = req.get("sort") == "desc"
+        after = _token_decode(req.get("page_token"))
+        rows: list[tuple[str, int, dict[str, Any]]] = []
+        for sym in sorted(set(symbols)):
+            items = [(seq, it) for seq, it in self._tapes.get(sym, ()) if keep(it)
+                     and (start is None or it["t"] >= start) and (end is None or it["t"] <= end)]
+            items.sort(key=lambda x: (x[1]["t"], x[0]), reverse=desc)
+            rows.extend((sym, seq, it) for seq, it in items)
+        if after is not None:
+            at = next((i for i, (sym, seq, _) in enumerate(rows) if (sym, seq) == after), None)
+            rows = rows[at + 1 :] if at is not None else []
+        page, more = rows[:limit], len(rows) > limit
+        token = _token_encode(page[-1][0], page[-1][1]) if more and page else None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for sym, _seq, it in page:
+            row = {k: v for k, v in it.items() if k not in ("T", "S")}
+            row["t"] = rfc3339(row["t"])
+            out.setdefault(sym, []).append(row)
+        if req.get("_single"):
+            return json_response({"trades": out.get(symbols[0], []), "symbol": symbols[0], "next_page_token": token})
+        return json_response({"trades": out, "next_page_token": token})
 
     @staticmethod
     def _asset(symbol: str, cls: str, exchange: str) -> dict[str, Any]:

@@ -30,11 +30,13 @@ Stocks follow US trading hours (``hours="us"``) or trade around the clock
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
+import zlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -128,6 +130,9 @@ class FinnhubSimulator(SimServer):
         self.route("/api/v1/stock/symbol", self._r_stock_symbols)
         self.route("/api/v1/crypto/symbol", self._r_crypto_symbols)
         self.route("/api/v1/forex/symbol", self._r_forex_symbols)
+        self.route("/api/v1/stock/tick", self._r_tick)
+        self.history_size = history  # trades kept per symbol for REST (self.history lists connections)
+        self._tapes: dict[str, collections.deque] = {}  # US ticker -> (trade, venue) for /stock/tick
 
     @staticmethod
     def cli_options() -> list:
@@ -212,19 +217,27 @@ class FinnhubSimulator(SimServer):
         faults = self.faults
         for e in events:
             sym = e.symbol
-            if not e.trades or not self.has_subscribers(sym):
+            if not e.trades:
                 continue
             spec = self.market.specs[sym]
             for t in e.trades:
-                if faults.withholding and faults.take_withheld(sym, t.trade_id):
-                    continue
+                withheld = faults.withholding and faults.take_withheld(sym, t.trade_id)
                 v = int(spec.qty(t.qty))
                 c = ["1"]
                 if session_of(t.ts_ns) != "regular":
                     c.append("12")
                 if v < 100:
                     c.append("24")
-                self._add(sym, {"c": c, "p": spec.price(t.price), "s": sym, "t": t.ts_ns // 1_000_000, "v": v})
+                trade = {"c": c, "p": spec.price(t.price), "s": sym, "t": t.ts_ns // 1_000_000, "v": v}
+                self._history(sym, trade, "QNPKZDV"[zlib.crc32(f"{sym}{t.trade_id}".encode()) % 7])
+                if not withheld:  # lost on the stream only: still in the tick history
+                    self._add(sym, trade)
+
+    def _history(self, sym: str, trade: dict[str, Any], venue: str) -> None:
+        tape = self._tapes.get(sym)
+        if tape is None:
+            tape = self._tapes[sym] = collections.deque(maxlen=self.history_size)
+        tape.append((trade, venue))
 
     def on_clock(self, now_ns: int) -> None:
         for e in self.crypto.advance(now_ns - self.crypto.t0_ns):
@@ -290,6 +303,26 @@ class FinnhubSimulator(SimServer):
         rows = [{"description": f"Binance {s.split(':')[1]}", "displaySymbol": s.split(":")[1], "symbol": s}
                 for s in self.crypto.symbols if s.startswith(ex + ":")]
         return json_response(rows)
+
+    def _r_tick(self, req: RestRequest) -> RestResponse:
+        """``/stock/tick?symbol=&date=YYYY-MM-DD&limit=&skip=`` (premium): parallel arrays, no
+        trade ids; the trades of that UTC date the simulator still holds."""
+        if not self._authorized(req):
+            return json_response({"error": "Invalid API key"}, 401)
+        sym, date = req.get("symbol") or "", req.get("date") or ""
+        try:
+            day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+            limit, skip = int(req.get("limit") or 25_000), int(req.get("skip") or 0)
+        except ValueError:
+            return json_response({"error": "Wrong date or number format."}, 422)
+        start = int(day.timestamp()) * 1000
+        rows = [(t, x) for t, x in self._tapes.get(sym, ()) if start <= t["t"] < start + 86_400_000]
+        page = rows[skip : skip + self.faults.clip_page(limit)]
+        return json_response({
+            "s": sym, "skip": skip, "count": len(page), "total": len(rows), "v": [t["v"] for t, _ in page],
+            "p": [t["p"] for t, _ in page], "t": [t["t"] for t, _ in page], "x": [x for _, x in page],
+            "c": [t["c"] for t, _ in page],
+        })
 
     def _r_forex_symbols(self, req: RestRequest) -> RestResponse:
         if not self._authorized(req):

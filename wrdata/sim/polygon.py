@@ -39,19 +39,22 @@ Stocks follow US trading hours (``hours="us"``) or trade around the clock
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import json
 import logging
 import re
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from .faults import Faults
 from .market import NS, MarketEvent, SymbolSpec, SyntheticMarket
-from .server import Feed, MarketFeed, RecordedFrame, SimConnection, SimServer
+from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
 from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, listing_tape, session_of, stock_spec, us_equity_activity
 
 __all__ = ["PolygonSimulator"]
@@ -77,6 +80,38 @@ class _Head(msgspec.Struct):
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _head = msgspec.json.Decoder(_Head).decode
+
+
+def pair_key(ticker: str) -> str:
+    """REST tickers to the simulator's keys: ``X:BTCUSD`` -> ``BTC-USD``; stocks unchanged."""
+    if ticker.startswith("X:"):
+        body = ticker[2:]
+        for q in ("USDT", "USDC", "USD", "EUR"):
+            if body.endswith(q) and len(body) > len(q):
+                return f"{body[: -len(q)]}-{q}"
+    return ticker
+
+
+_OPS = {"gte": lambda a, b: a >= b, "gt": lambda a, b: a > b, "lte": lambda a, b: a <= b, "lt": lambda a, b: a < b}
+
+
+def _ns(value: str, end: bool = False) -> int:
+    if value.isdigit():
+        return int(value)
+    d = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)  # a date: the whole UTC day
+    return int(d.timestamp()) * NS + (86_400 * NS - 1 if end else 0)
+
+
+def _time_bounds(params: dict[str, str]) -> list[tuple[Any, int]]:
+    out = []
+    if params.get("timestamp"):
+        v = params["timestamp"]
+        out += [(_OPS["gte"], _ns(v)), (_OPS["lte"], _ns(v, end=True))]
+    for op in _OPS:
+        v = params.get(f"timestamp.{op}")
+        if v:
+            out.append((_OPS[op], _ns(v, end=op in ("lte", "lt") and not v.isdigit())))
+    return out
 
 
 def _status(status: str, message: str) -> bytes:
@@ -186,6 +221,9 @@ class PolygonSimulator(SimServer):
         self._seq = 0
         self._exch_ids: dict[tuple[str, int], int] = {}
         self._windows = {"stocks": _Windows(), "crypto": _Windows()}  # per market: its clock order
+        self.history_size = history  # trades kept per symbol for REST (self.history lists connections)
+        self._tapes: dict[str, collections.deque] = {}  # ticker or pair -> REST trade rows
+        self.route("/v3/trades", self._r_trades)
         self._days: dict[str, _Day] = {}
 
     @staticmethod
@@ -339,8 +377,7 @@ class PolygonSimulator(SimServer):
             spec = self.market.specs[sym]
             tape = _TAPE[listing_tape(sym)]
             for t in e.trades:
-                if faults.withholding and faults.take_withheld(sym, t.trade_id):
-                    continue
+                withheld = faults.withholding and faults.take_withheld(sym, t.trade_id)
                 h = zlib.crc32(f"{sym}{t.trade_id}".encode())
                 x = _PRINT_EXCHANGES[h % 100]
                 n = self._exch_ids.get((sym, x), 0) + 1
@@ -359,7 +396,11 @@ class PolygonSimulator(SimServer):
                 if x == 4:
                     ev["trfi"] = 201
                     ev["trft"] = ev["t"]
-                self._add("T", sym, ev)
+                self._history(sym, {"conditions": c, "exchange": x, "id": ev["i"], "participant_timestamp": t.ts_ns - 150_000,
+                                    "price": p, "sequence_number": ev["q"], "sip_timestamp": t.ts_ns, "size": s, "tape": tape,
+                                    **({"trf_id": 201, "trf_timestamp": t.ts_ns} if x == 4 else {})})
+                if not withheld:  # a lost print: missing from the stream, still in aggregates and history
+                    self._add("T", sym, ev)
                 self._aggregate(sym, p, s, t.ts_ns)
             if e.bbo_changed:
                 bid, bl, ask, al = e.bbo
@@ -376,18 +417,77 @@ class PolygonSimulator(SimServer):
             spec = self.crypto.specs[pair]
             x = 1 + zlib.crc32(pair.encode()) % 6
             for t in e.trades:
-                if self.faults.withholding and self.faults.take_withheld(pair, t.trade_id):
-                    continue
+                withheld = self.faults.withholding and self.faults.take_withheld(pair, t.trade_id)
                 ms = t.ts_ns // 1_000_000
                 p, s = spec.price(t.price), spec.qty(t.qty)
-                self._add("XT", pair, {"ev": "XT", "pair": pair, "p": p, "t": ms, "s": s, "c": [1 if t.buyer_maker else 2],
-                                       "i": t.trade_id, "x": x, "r": ms + 3})
+                side = 1 if t.buyer_maker else 2
+                self._history(pair, {"conditions": [side], "exchange": x, "id": str(t.trade_id), "participant_timestamp": t.ts_ns,
+                                     "price": p, "size": s})
+                if not withheld:
+                    self._add("XT", pair, {"ev": "XT", "pair": pair, "p": p, "t": ms, "s": s, "c": [side], "i": t.trade_id, "x": x,
+                                           "r": ms + 3})
                 self._aggregate(pair, p, s, t.ts_ns)
             if e.bbo_changed:
                 bid, bl, ask, al = e.bbo
                 ms = e.ts_ns // 1_000_000
                 self._add("XQ", pair, {"ev": "XQ", "pair": pair, "bp": spec.price(bid), "bs": spec.qty(bl), "ap": spec.price(ask),
                                        "as": spec.qty(al), "t": ms, "x": x, "r": ms + 3})
+
+    def _history(self, ticker: str, row: dict[str, Any]) -> None:
+        tape = self._tapes.get(ticker)
+        if tape is None:
+            tape = self._tapes[ticker] = collections.deque(maxlen=self.history_size)
+        tape.append(row)
+
+    # -- REST: trade history -------------------------------------------------------------------
+    def _rest(self, path: str, query: str, request: Any) -> RestResponse:
+        if path.startswith("/v3/trades/") and path.count("/") == 3:  # a path parameter: exact routes cannot say it
+            ticker = path.rsplit("/", 1)[1]
+            return super()._rest("/v3/trades", f"{query}&_ticker={ticker}", request)
+        return super()._rest(path, query, request)
+
+    def rest_error(self, status: int, kind: str, retry_after: int | None = None) -> RestResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        text = {429: "You've exceeded the maximum requests per minute, please wait or upgrade your subscription to continue.",
+                404: "Not found"}.get(status, "Internal error")
+        return json_response({"status": "ERROR", "request_id": "sim", "error": text}, status, headers)
+
+    def _r_trades(self, req: RestRequest) -> RestResponse:
+        """``/v3/trades/{ticker}`` (``AAPL``, ``X:BTCUSD``): ``timestamp`` (ns or a date) and
+        ``timestamp.gte|gt|lte|lt``, ``order`` (default desc), ``limit`` (1000, at most
+        50000), ``next_url`` with a cursor; the key as ``apiKey`` or a Bearer token."""
+        auth = req.headers.get("Authorization", "")
+        if (req.get("apiKey") or (auth[7:] if auth.startswith("Bearer ") else None)) != self.key:
+            return json_response({"status": "ERROR", "request_id": "sim", "error": "Unknown API Key"}, 401)
+        ticker = urllib.parse.unquote(req.get("_ticker") or "")
+        key = pair_key(ticker)
+        cursor = req.get("cursor")
+        params = dict(req.params)
+        if cursor:
+            try:
+                params = json.loads(base64.urlsafe_b64decode(cursor))
+            except ValueError:
+                return json_response({"status": "ERROR", "request_id": "sim", "error": "invalid cursor"}, 400)
+        try:
+            bounds = _time_bounds(params)
+            limit = int(params.get("limit", 1000))
+        except ValueError as e:
+            return json_response({"status": "ERROR", "request_id": "sim", "error": str(e)}, 400)
+        if not 1 <= limit <= 50_000:
+            return json_response({"status": "ERROR", "request_id": "sim", "error": "limit must be between 1 and 50000"}, 400)
+        limit = self.faults.clip_page(limit)
+        desc = params.get("order", "desc") == "desc"
+        ts = "sip_timestamp" if key in self.market.specs else "participant_timestamp"
+        rows = [r for r in self._tapes.get(key, ()) if all(op(r[ts], v) for op, v in bounds)]
+        rows.sort(key=lambda r: r[ts], reverse=desc)
+        skip = int(params.get("_skip", 0))
+        page = rows[skip : skip + limit]
+        body: dict[str, Any] = {"results": page, "status": "OK", "request_id": "sim"}
+        if skip + limit < len(rows):
+            nxt = {**{k: v for k, v in params.items() if k not in ("apiKey", "cursor", "_ticker")}, "_skip": skip + limit}
+            token = base64.urlsafe_b64encode(json.dumps(nxt).encode()).decode()
+            body["next_url"] = f"{self.rest_url}/v3/trades/{ticker}?cursor={token}"
+        return json_response(body)
 
     def _aggregate(self, sym: str, p: float, s: float, ts_ns: int) -> None:
         w = self._windows["crypto" if "-" in sym else "stocks"]
