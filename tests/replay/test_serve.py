@@ -93,6 +93,17 @@ async def test_python_binance_client_against_the_served_recording(recording):
         await asyncio.wait_for(server, 20)
 
 
+def test_recorded_frames_carry_their_connection(recording):
+    """Served frames say which recorded connection received them (a venue that numbers a
+    connection's messages tells from it where the recording lost some)."""
+    from wrdata.replay.serve import recorded_frames
+
+    raw_in = [(f.ts_recv, f.conn, f.payload) for f in read_raw(str(recording), "binance") if f.direction == "in"]
+    frames = [(f.ts_ns, f.conn, f.payload) for f in recorded_frames(str(recording), "binance")]
+    assert len(frames) > 20 and frames == raw_in
+    assert all(isinstance(c, int) for _, c, _ in frames)
+
+
 def test_cli_prints_its_url_first(recording):
     p = subprocess.Popen(
         [sys.executable, "-m", "wrdata.cli", "replay", "serve", "binance", "--root", str(recording), "--speed", "max"],

@@ -92,7 +92,7 @@ def recorded_frames(
                     on_rest(_rest_key(f.url), f.payload)
                 continue
             if f.direction == "out" and sent:
-                yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url, stream="out")
+                yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url, stream="out", conn=f.conn)
                 continue
             if f.direction != "in":
                 continue
@@ -104,7 +104,7 @@ def recorded_frames(
             recent.move_to_end(f.payload)
             if len(recent) > 4096:
                 recent.popitem(last=False)
-            yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url)
+            yield RecordedFrame(ts_ns=f.ts_recv, payload=f.payload, url=f.url, conn=f.conn)
         lo = w_hi
 
 

@@ -414,12 +414,17 @@ class SimConnection:
 
 @dataclass
 class RecordedFrame:
-    """One recorded frame: receive time (ns), the exact bytes, and where it came from."""
+    """One recorded frame: receive time (ns), the exact bytes, and where it came from.
+
+    ``conn`` is the recorded connection's id (``raw.conn``) when known: a venue whose
+    envelope counts a connection's messages (Coinbase's ``sequence_num``) tells from it
+    where the recording lost messages, so its clients can be told too."""
 
     ts_ns: int
     payload: bytes
     url: str | None = None
     stream: str | None = None
+    conn: int | None = None
 
 
 class Feed:
