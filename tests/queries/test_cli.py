@@ -39,7 +39,8 @@ def test_query_formats(recording, run, tmp_path):
     # nanoseconds in text output
     t = read_table(root, "trades").column("ts_recv").cast("int64").to_pylist()
     r = run("query", "--root", root, "SELECT ts_recv FROM trades ORDER BY ts_recv LIMIT 1", "--format", "csv")
-    assert f".{t[0] % 1_000_000_000:09d}" in r.output
+    # DuckDB prints the fraction without trailing zeros: compare the digits it keeps
+    assert f".{t[0] % 1_000_000_000:09d}".rstrip("0") in r.output
 
 
 def test_root_from_the_environment(recording, monkeypatch):
