@@ -180,7 +180,7 @@ class DataStream:
         taken = getattr(self._source, "tick_clock", None)  # replay: the message's time is now
         while True:
             if consumer.dropped_pending:
-                ev = consumer._overflow_event()
+                ev = consumer.overflow_event()
                 if consumer.include_status:
                     yield ev
             while q:

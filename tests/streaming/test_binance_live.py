@@ -214,7 +214,7 @@ async def test_rollovers_lose_and_duplicate_nothing(sim):
     raw_events = []
 
     class Tap:
-        def on_raw(self, provider, conn, seq, ts, direction, url, payload):
+        def on_raw(self, provider, conn, seq, ts, direction, url, payload, status=None):
             if direction == "event":
                 raw_events.append((ts, conn, payload))
             elif direction == "in" and b"@trade" in payload[:40]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 from ..message import StreamMessage, status_message
 
@@ -25,12 +25,8 @@ log = logging.getLogger("wrdata.streaming.hub")
 DEFAULT_QUEUE_SIZE = 10_000
 
 
-class ConsumerClosed(Exception):
-    pass
-
-
 class Consumer:
-    """One reader's bounded queue (an async iterator of messages)."""
+    """One reader's bounded queue; ``DataStream`` drains it (``_drain``) as an async iterator."""
 
     __slots__ = (
         "maxsize", "include_status", "queue", "waiter", "dropped", "dropped_pending", "error", "finished",
@@ -71,10 +67,6 @@ class Consumer:
             if not w.done():
                 w.set_result(None)
 
-    def put_status(self, msg: StreamMessage) -> None:
-        if self.include_status:
-            self.put(msg)
-
     def finish(self, error: BaseException | None = None) -> None:
         """No more messages will come: the reader ends (or raises ``error``) once drained."""
         if error is not None and self.error is None:
@@ -86,7 +78,8 @@ class Consumer:
             if not w.done():
                 w.set_result(None)
 
-    def _overflow_event(self) -> StreamMessage:
+    def overflow_event(self) -> StreamMessage:
+        """The status event telling the reader how many messages were dropped since the last one."""
         n = self.dropped_pending
         self.dropped_pending = 0
         self._overflowing = False
@@ -98,31 +91,6 @@ class Consumer:
             f"consumer fell behind: {n} oldest messages dropped (queue size {self.maxsize})",
             dropped=n,
         )
-
-    def get_nowait(self) -> StreamMessage | None:
-        if self.dropped_pending and self.include_status:
-            return self._overflow_event()
-        if self.queue:
-            return self.queue.popleft()
-        return None
-
-    def __aiter__(self) -> "Consumer":
-        return self
-
-    async def __anext__(self) -> StreamMessage:
-        while True:
-            if self.dropped_pending:
-                ev = self._overflow_event()
-                if self.include_status:
-                    return ev
-            if self.queue:
-                return self.queue.popleft()
-            if self.error is not None:
-                raise self.error
-            if self.finished:
-                raise StopAsyncIteration
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
 
 
 class Hub:
