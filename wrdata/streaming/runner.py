@@ -68,7 +68,7 @@ class Link:
 
     __slots__ = (
         "client", "slot", "conn", "session", "transport", "url", "seq", "last_rx", "opened_at",
-        "ready_at", "delivered", "closing", "wake", "tasks", "provider", "raw", "sink", "feed",
+        "ready_at", "delivered", "closing", "wake", "tasks", "provider", "raw", "sink", "feed", "ended_outage",
     )
 
     def __init__(self, client: "WsClient", slot: "Slot", streams: Iterable[Hashable]) -> None:
@@ -90,9 +90,12 @@ class Link:
         self.raw = client.raw_sink
         self.sink = client.sink
         self.feed = self.session.feed
+        self.ended_outage = False
 
     # -- the hot path ------------------------------------------------------------------
     def on_frame(self, payload: bytes, ts: int) -> None:
+        if self.slot.outage is not None:  # the first frame after an outage: report it first
+            self.client._report_outage(self, ts)
         self.last_rx = ts
         seq = self.seq
         self.seq = seq + 1
@@ -148,6 +151,11 @@ class Slot:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.changed = asyncio.Event()
+        #: an unplanned outage not reported yet: (ts of the last frame before it, reason).
+        #: Its ``gap`` events go out just before the first frame of the next connection
+        #: (or when it is ready, if that comes first), so the gap ends where data resumes
+        #: and consumers see the gap before what follows it.
+        self.outage: tuple[int, str] | None = None
 
 
 class WsClient:
@@ -172,11 +180,14 @@ class WsClient:
         self.fatal: Exception | None = None
 
     # -- status events and provider-level REST -----------------------------------------
-    def event(self, status: str, reason: str | None = None, *, conn: int = 0, seq: int | None = None, url: str = "", **fields) -> StreamMessage:
+    def event(
+        self, status: str, reason: str | None = None, *, conn: int = 0, seq: int | None = None, url: str = "", ts: int | None = None,
+        **fields,
+    ) -> StreamMessage:
         if seq is None:
             seq = self.provider_seq
             self.provider_seq += 1
-        msg = status_message(self.venue.name, status, recv_ns(), reason, conn=conn, seq=seq, **fields)
+        msg = status_message(self.venue.name, status, recv_ns() if ts is None else ts, reason, conn=conn, seq=seq, **fields)
         if self.raw_sink is not None:
             self.raw_sink(self.venue.name, conn, seq, msg.ts_recv, "event", url, _encode(msg))
         self.sink([msg])
@@ -259,8 +270,6 @@ class WsClient:
     async def _supervise(self, slot: Slot) -> None:
         venue = self.venue
         attempt = 0
-        outage_start: int | None = None  # ts of the last frame before an unplanned drop
-        outage_reason = ""
         link: Link | None = None
         try:
             while not slot.stopping:
@@ -272,18 +281,14 @@ class WsClient:
                         if self.fatal is not None:
                             break
                         attempt += 1
-                        if outage_start is None:
-                            outage_start = recv_ns()
-                            outage_reason = "connect failed"
+                        if slot.outage is None:
+                            slot.outage = (recv_ns(), "connect failed")
                         delay = backoff_delay(venue, attempt)
                         self.event("reconnecting", f"attempt {attempt + 1} in {delay:.2f}s")
                         if await self._sleep_or_stop(slot, delay):
                             break
                         continue
                     attempt = 0
-                    if outage_start is not None:
-                        self._gap_events(link, outage_start, outage_reason)
-                        outage_start = None
                 slot.link = link
                 outcome = await self._run(slot, link)
                 if outcome == "rollover":
@@ -306,8 +311,7 @@ class WsClient:
                     link = None
                     break
                 # the link died or went silent
-                outage_start = link.last_rx or recv_ns()
-                outage_reason = outcome
+                slot.outage = (link.last_rx or recv_ns(), outcome)
                 await self._close_link(link, outcome, aborted=True)
                 link = None
                 if self.fatal is not None:
@@ -379,11 +383,15 @@ class WsClient:
             )
             if link.session.fatal is not None:
                 self._fail(link.session.fatal)
+            if link.ended_outage:  # frames came (and ended the outage) before it failed: a new one starts
+                slot.outage = (link.last_rx, why)
             link.event("error", why)
             await self._close_link(link, why, aborted=True, quiet=True)
             return None
         link.ready_at = time.monotonic()
         link.event("subscribed", f"{len(link.session.streams)} streams")
+        if slot.outage is not None:
+            self._report_outage(link, recv_ns())
         return link
 
     async def _await_delivery(self, link: Link) -> None:
@@ -495,11 +503,17 @@ class WsClient:
             session.remove(drop)
         link.wake.set()
 
-    def _gap_events(self, link: Link, start_ns: int, reason: str) -> None:
-        end_ns = recv_ns()
+    def _report_outage(self, link: Link, end_ns: int) -> None:
+        """One ``gap`` per stream of ``link`` for the slot's outage, ending at ``end_ns``."""
+        start_ns, reason = link.slot.outage
+        link.slot.outage = None
+        link.ended_outage = True
         for stream in sorted(link.session.streams, key=repr):
             symbol, channel = self.venue.stream_target(stream)
-            link.event("gap", f"disconnected: {reason}", symbol=symbol, channel=channel, gap_start_ns=start_ns, gap_end_ns=end_ns)
+            # stamped with the end time: in the recording's total order (ts_recv, ..., conn,
+            # seq) the gap sorts just before the frame that ended it, as consumers saw it
+            link.event("gap", f"disconnected: {reason}", symbol=symbol, channel=channel, gap_start_ns=start_ns,
+                       gap_end_ns=end_ns, ts=end_ns)
 
     def _fail(self, err: Exception) -> None:
         if self.fatal is None:
