@@ -104,14 +104,14 @@ def _subscriptions(sim):
 
 
 async def test_binance_fault_matrix_detection_backoff_and_gaps():
-    """Abrupt close, slow drip, a venue refusing reconnects and a venue-side close, one
-    after another on one stream: each detected, healed and recorded."""
+    """Abrupt close, slow drip, a venue refusing reconnects, TCP refusals and a venue-side
+    close, one after another on one stream: each detected, healed and recorded."""
     setup, sim, proxy, rec, ds = await _setup("binance")
     task = await hold_subscription(ds, setup.symbol)
     timeout = setup.options["silence_timeout"]
     try:
         results = {}
-        for fault in ("cut", "drip", "reject", "venue_close"):
+        for fault in ("cut", "drip", "reject", "refuse", "venue_close"):
             res = results[fault] = await fault_cycle(setup, sim, proxy, rec, fault, reject_for=1.5)
             assert_gap_covers_the_outage(rec, res, "BTCUSDT")
             await asyncio.sleep(0.2)
@@ -119,7 +119,7 @@ async def test_binance_fault_matrix_detection_backoff_and_gaps():
         assert results["cut"].detected_s < 0.5 and results["venue_close"].detected_s < 0.5
         # a drip too slow to complete a frame is a dead line: partial frames are not life
         assert timeout * 0.5 <= results["drip"].detected_s <= timeout + timeout / 4 + SLACK
-        for fault in ("reject",):
+        for fault in ("reject", "refuse"):
             r = results[fault]
             # backoff: it kept trying while refused, with growing, jittered delays, and came
             # back soon after the venue did (within one capped delay plus slack)
@@ -131,7 +131,7 @@ async def test_binance_fault_matrix_detection_backoff_and_gaps():
             ratios = {round(d / min(cap, initial * 2 ** k), 3) for k, d in enumerate(r.reconnect_delays)}
             assert len(ratios) > 1, "jittered: delays are not a fixed schedule"
             assert r.recovered_s <= 1.5 + cap + SLACK
-        assert sim.rejected_upgrades >= 3
+        assert sim.rejected_upgrades >= 3 and proxy.refused >= 3
     finally:
         await _teardown(sim, proxy, ds, task)
 
@@ -187,3 +187,25 @@ async def test_venue_lifetime_cuts_are_gaps_unless_the_client_rolls_over_first(c
         await ds.close()
         await sim.stop()
 
+
+@pytest.mark.parametrize("transport", ["picows", "websockets"])
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_a_connection_closed_during_the_handshake_is_a_failed_connect(transport, how):
+    """A load balancer that accepts TCP and drops it at once: the connect fails (and is
+    retried with backoff); it must not look like an open, subscribed connection."""
+    from wrdata.streaming.transport import transport_class
+
+    async def handle(reader, writer):
+        if how == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(Exception) as err:
+            await transport_class(transport).connect(f"ws://127.0.0.1:{port}/", lambda p, ts: None, lambda ts: None, timeout=2)
+        assert not isinstance(err.value, TimeoutError), "refused at once, not after a timeout"
+    finally:
+        server.close()

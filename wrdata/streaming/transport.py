@@ -180,6 +180,11 @@ if picows is not None:
                 ),
                 timeout,
             )
+            if ws.is_disconnected:
+                # picows completes the handshake "successfully" when the peer closes or
+                # resets the TCP connection before answering it, and then never reports
+                # the disconnect: a refused connection must not look like an open one
+                raise ConnectionResetError("connection closed during the WebSocket handshake")
             self.ws = ws
             return self
 
