@@ -265,16 +265,23 @@ def test_sealed_files_on_another_filesystem(tmp_path):
     ]
 
 
-def test_non_local_root_needs_a_journal_dir(tmp_path):
+def test_non_local_root_journal_defaults_to_a_local_directory_derived_from_the_root(tmp_path, monkeypatch):
+    """The journal of a remote root stays local: by default under $XDG_STATE_HOME, named
+    after the root (the same directory for every process, so a restart finds it)."""
     import pyarrow.fs as pafs
-    import pytest
 
     from wrdata.storage import DatasetWriter
+    from wrdata.storage.fs import default_journal_dir
 
-    with pytest.raises(ValueError, match="journal_dir"):
-        DatasetWriter("s3://bucket/prefix")  # refused before resolving the URI (no network)
-    with pytest.raises(ValueError, match="journal_dir"):
-        DatasetWriter("rec", filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    (tmp_path / "bucket").mkdir()
+    fs = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    w = DatasetWriter("rec", filesystem=fs)
+    assert w.journal_dir == default_journal_dir("rec", fs)
+    assert w.journal_dir.startswith(str(tmp_path / "state" / "wrdata" / "journal") + os.sep)
+    assert DatasetWriter("rec", filesystem=fs).journal_dir == w.journal_dir
+    assert DatasetWriter("other", filesystem=fs).journal_dir != w.journal_dir
+    w.close()
 
 
 def test_files_of_an_older_schema_version_still_read(make_writer):

@@ -17,6 +17,12 @@ layout, for DuckDB, Polars, pyarrow), :func:`read_table` / :func:`read_messages`
 :func:`read_journal`, :func:`list_sealed` (from directory listings only),
 :func:`list_segments`, :func:`to_messages` / :func:`from_messages`.
 
+Where: a local path or any pyarrow filesystem URI (``s3://bucket/prefix``): sealed files
+go there, the journal stays on local disk (:func:`default_journal_dir`), and every
+reader takes ``filesystem=`` (a pyarrow filesystem, or :func:`open_filesystem` of a URI
+with ``s3_endpoint=``). Object stores: :mod:`.remote`; many writers, compaction and other
+engines on one bucket: ``docs/scale-out.md``.
+
 Decisions, and why:
 
 - **Order within files.** Every sealed file is sorted by the total-order key (provider
@@ -62,11 +68,12 @@ Decisions, and why:
 
 from .compact import CompactResult, compact_partition, drop_superseded
 from .convert import RawFrame, from_messages, raw_batch, to_messages, to_raw_frames
-from .fs import StorageFS
+from .fs import StorageFS, default_journal_dir, resolve_root
 from .journal import SegmentInfo, SegmentReader, read_segment
 from .layout import SealedFile, SegmentFile, default_writer_id, list_sealed, list_segments
 from .reader import Snapshot, dataset, read_journal, read_messages, read_raw, read_table, snapshot, sort_total_order
 from .recorder import DatasetWriter, StorageStats, TableStats
+from .remote import open_filesystem
 from .schema import KIND_TABLE, SCHEMA_VERSION, SCHEMAS, TABLES, conform, parquet_options, schema, schema_version
 from .seal import SealResult, seal_segment, write_sealed
 
@@ -75,6 +82,9 @@ __all__ = [
     "StorageStats",
     "TableStats",
     "StorageFS",
+    "default_journal_dir",
+    "open_filesystem",
+    "resolve_root",
     "RawFrame",
     "from_messages",
     "raw_batch",

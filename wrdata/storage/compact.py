@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 import uuid
@@ -252,13 +251,15 @@ def compact_partition(
 
 def _pending_segments(journal_dir, root, filesystem, table, provider, date) -> set[tuple[str, int]]:
     """(writer, first_ts) of the journal segments of this partition."""
-    from .fs import resolve_root
+    from .fs import find_journal
 
     if journal_dir is None:
-        _, base, local = resolve_root(root, filesystem)
-        if not local:
+        # a remote root's journal is on each capture host: this host's is checked, the
+        # others' are covered by sealing never replacing a file on an object store
+        # (see StorageFS.seal_commit)
+        journal_dir = find_journal(root, filesystem)
+        if journal_dir is None:
             return set()
-        journal_dir = os.path.join(base, "_journal")
     out: set[tuple[str, int]] = set()
     for seg in list_segments(journal_dir, table, provider):
         if seg.date != date:

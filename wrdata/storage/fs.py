@@ -7,7 +7,10 @@ Two halves:
 - **sealed files** go to a :mod:`pyarrow.fs` filesystem (local, S3, GCS, ...). On a local
   filesystem a file is written under a dot-prefixed temporary name, fsynced and renamed
   into place (atomic); elsewhere it is uploaded under a temporary key and moved to its
-  final key, so a reader never sees a partial object under a final name either.
+  final key, so a reader never sees a partial object under a final name either (what
+  that costs on S3, and why the temporary key is needed there: :mod:`.remote`). The
+  journal segment is removed only after that, so an upload that fails or is cut off
+  by a crash is done again from the segment (by the retry loop, or at the next start).
 
 Every operation first calls :attr:`StorageFS.fault` (if set) with the operation's name
 and path, so tests can make any of them fail (``OSError(errno.ENOSPC, ...)``) exactly
@@ -26,6 +29,8 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .remote import check_root, endpoint_of, is_uri, open_filesystem, redact, remote_journal_dir, root_identity
+
 log = logging.getLogger("wrdata.storage")
 
 FaultHook = Callable[[str, str], None]
@@ -35,20 +40,51 @@ def resolve_root(root: str | os.PathLike, filesystem: pafs.FileSystem | str | No
     """``(filesystem, path within it, is_local)`` for a dataset root.
 
     ``root`` may be a local path or a URI (``s3://bucket/prefix``, ``file:///data``);
-    ``filesystem`` may be a pyarrow filesystem (``root`` is then a path within it) or a
-    URI naming one.
+    ``filesystem`` may be a pyarrow filesystem (``root`` is then a path within it, or a
+    URI of that filesystem: ``s3://bucket/prefix`` with an ``S3FileSystem``) or a URI
+    naming one. Filesystems of URIs are built and checked once per process
+    (:mod:`.remote`): a store that cannot be used raises a one-line ``OSError``.
     """
     root = os.fspath(root)
     if isinstance(filesystem, str):
-        fs, base = pafs.FileSystem.from_uri(filesystem)
+        fs, base = open_filesystem(filesystem)
         path = f"{base.rstrip('/')}/{root.lstrip('/')}" if root not in ("", ".") else base
         return fs, path.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
     if filesystem is not None:
+        if is_uri(root):
+            # the URI's own scheme must be the filesystem's; the rest is the path in it
+            scheme = root.split("://", 1)[0].lower()
+            kind = {"gcs": "gs"}.get(filesystem.type_name, filesystem.type_name)
+            if scheme != kind and not (scheme == "file" and kind == "local"):
+                raise ValueError(f"root {redact(root)} is not on the given {filesystem.type_name} filesystem")
+            rest = root.split("://", 1)[1]
+            root = rest.split("?", 1)[0] if scheme != "file" else "/" + rest.split("?", 1)[0].lstrip("/")
         return filesystem, root.rstrip("/") or root, isinstance(filesystem, pafs.LocalFileSystem)
-    if "://" in root:
-        fs, path = pafs.FileSystem.from_uri(root)
-        return fs, path.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
+    if is_uri(root):
+        fs, path = open_filesystem(root)
+        return fs, path, isinstance(fs, pafs.LocalFileSystem)
     return pafs.LocalFileSystem(), os.path.abspath(root), True
+
+
+def default_journal_dir(root: str | os.PathLike, filesystem: pafs.FileSystem | str | None = None) -> str:
+    """The journal directory a writer uses unless told otherwise: ``<root>/_journal`` for
+    a local root; for any other, a local directory derived from the root's identity
+    (``scheme://bucket/prefix``, whatever endpoint reaches it) under
+    :func:`.remote.journal_home` (``~/.local/state/wrdata/journal/s3-bucket_prefix-<hash>``).
+    Readers on the capture host find the unsealed tail there; other hosts have none."""
+    root = os.fspath(root)
+    if filesystem is None and not is_uri(root):
+        return os.path.join(os.path.abspath(root), "_journal")
+    if isinstance(filesystem, pafs.LocalFileSystem) or (filesystem is None and root.lower().startswith("file://")):
+        _, base, _ = resolve_root(root, filesystem)
+        return os.path.join(base, "_journal")
+    return remote_journal_dir(root_identity(root, filesystem))
+
+
+def find_journal(root: str | os.PathLike, filesystem: pafs.FileSystem | str | None = None) -> str | None:
+    """:func:`default_journal_dir` if it exists on this machine, else ``None``."""
+    j = default_journal_dir(root, filesystem)
+    return j if os.path.isdir(j) else None
 
 
 class _FaultyOutput:
@@ -83,6 +119,16 @@ class _FaultyOutput:
             self._inner.close()
 
 
+def _size_if_exists(fs: pafs.FileSystem, path: str) -> int | None:
+    # opening costs one HEAD on S3 (get_file_info adds a listing to tell a missing file
+    # from a directory)
+    try:
+        with fs.open_input_file(path) as f:
+            return f.size()
+    except FileNotFoundError:
+        return None
+
+
 class StorageFS:
     """Journal (local) and sealed-file (any pyarrow filesystem) operations."""
 
@@ -94,21 +140,24 @@ class StorageFS:
         *,
         fsync: bool = True,
     ) -> None:
-        uri = os.fspath(root)
-        if journal_dir is None and filesystem is None and "://" in uri and not uri.startswith("file://"):
-            # say so before resolving the URI (which may mean a network call)
-            raise ValueError(f"root {uri!r} is not a local path: pass journal_dir= (a local directory for the crash-safe journal)")
+        self.uri = os.fspath(root)
         self.fs, self.root, self.local = resolve_root(root, filesystem)
         if journal_dir is None:
-            if not self.local:
-                raise ValueError(
-                    f"root {os.fspath(root)!r} is not a local path: pass journal_dir= (a local directory for the crash-safe journal)"
-                )
-            journal_dir = os.path.join(self.root, "_journal")
+            # remote roots: a local directory derived from the root, the same for every
+            # process of this host, so a restarted daemon finds (and uploads) what its
+            # predecessor left
+            journal_dir = default_journal_dir(root, filesystem)
         self.journal_dir = os.path.abspath(os.fspath(journal_dir))
         self.fsync = fsync
         #: test hook: called as fault(op, path) before every operation; may raise
         self.fault: FaultHook | None = None
+
+    def check_writable(self) -> None:
+        """For a remote root: fail with one clear line (``FileNotFoundError``,
+        ``PermissionError``, ``ConnectionError``) unless its store can be listed and
+        written now. Local roots: nothing (the journal's own writes tell)."""
+        if not self.local:
+            check_root(self.fs, self.root, what=redact(self.uri), endpoint=endpoint_of(self.fs), write=True)
 
     def _check(self, op: str, path: str) -> None:
         f = self.fault
@@ -191,13 +240,24 @@ class StorageFS:
             os.makedirs(os.path.dirname(tmp), exist_ok=True)
             inner = open(tmp, "wb")
         else:
-            self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+            if self.fs.type_name != "s3":  # S3 has no directories: creating one is a request for a marker object
+                self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
             inner = self.fs.open_output_stream(tmp)
         return _FaultyOutput(inner, tmp, self), tmp
 
-    def seal_commit(self, out: _FaultyOutput, tmp: str, final: str) -> None:
-        """Flush, fsync and close ``out``, then move ``tmp`` to ``final`` atomically."""
+    def seal_commit(self, out: _FaultyOutput, tmp: str, final: str, *, replace: bool = True) -> int:
+        """Flush, fsync and close ``out``, then move ``tmp`` to ``final`` atomically.
+        Returns the size of the file now under ``final``.
+
+        ``replace=False`` (sealing a journal segment on an object store) keeps a file that
+        already has the final name and drops the new one: the name derives from the
+        segment's content, so that file holds these rows (an earlier upload of the same
+        segment, or a compaction's output that took its name and holds more). Compaction
+        on another host cannot see this host's journal, so overwriting could replace a
+        compacted superset with a subset.
+        """
         self._check("seal.commit", final)
+        size = out.tell()
         if self.local:
             f = out._inner
             f.flush()
@@ -206,9 +266,18 @@ class StorageFS:
             out.close()
             os.replace(tmp, final)
             self.sync_dir(os.path.dirname(final))
-        else:
-            out.close()
-            self.fs.move(tmp, final)
+            return size
+        # close() completes the upload: only now does the temporary object exist
+        out.close()
+        if not replace:
+            existing = _size_if_exists(self.fs, final)
+            if existing is not None:
+                log.info("storage: %s is already in place (uploaded before a restart, or compacted): keeping it", final)
+                self.fs.delete_file(tmp)
+                return existing
+        # S3: CopyObject (server side) + DeleteObject; the final key appears complete
+        self.fs.move(tmp, final)
+        return size
 
     def seal_abort(self, out: _FaultyOutput | None, tmp: str) -> None:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,15 +28,31 @@ import pyarrow.fs as pafs
 from .schema import TABLES
 
 DAY_NS = 86_400_000_000_000
+_DIRECT_DAYS = 8  # time ranges of fewer days list their date= folders by name
 _WRITER_OK = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 _SEALED_RE = re.compile(r"^(?P<writer>.+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _SEGMENT_RE = re.compile(r"^(?P<writer>.+)-(?P<n>\d+)\.arrows$")
 
 
+_last_ms = 0
+_id_lock = threading.Lock()
+
+
 def default_writer_id() -> str:
-    """``<host>-<pid>-<start>``: unique per host and process (start in ms defeats pid reuse)."""
+    """``<host>-<pid>-<start>``: unique per host and process (start in ms defeats pid
+    reuse), and per writer within a process: two writers created in the same
+    millisecond get consecutive numbers (else they would share a lock and file names).
+
+    ``host`` is the short host name; hosts that share one (containers given the same
+    ``hostname`` all running as pid 1) are told apart by the start time only, so give
+    such daemons explicit ids (``--writer-id``) in a multi-host deployment.
+    """
+    global _last_ms
     host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname().split(".")[0]) or "host"
-    return f"{host}-{os.getpid()}-{time.time_ns() // 1_000_000}"
+    with _id_lock:
+        ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
+        _last_ms = ms
+    return f"{host}-{os.getpid()}-{ms}"
 
 
 def check_writer_id(writer: str) -> str:
@@ -80,6 +97,7 @@ class SealedFile:
     first_ts: int
     last_ts: int
     size: int
+    mtime_ns: int | None = None  # from the listing; with the size, tells a replaced file from the one cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +172,22 @@ def list_sealed(
     provs = _as_list(provider)
     dates = set(_as_list(date) or ())
     out: list[SealedFile] = []
+    # folders named by the arguments are listed directly rather than found by listing
+    # their parents: on an object store every listing is a request (a replay window of
+    # one provider costs one listing per table, not three)
+    explicit_days = None
+    if dates:
+        explicit_days = sorted(dates)
+    elif lo_day is not None and hi_day is not None and 0 <= hi_day - lo_day < _DIRECT_DAYS:
+        explicit_days = [date_str(d) for d in range(lo_day, hi_day + 1)]
     for t in tables:
-        for pdir in _subdirs(fs, f"{base}/{t}", "provider="):
+        pdirs = [f"{base}/{t}/provider={p}" for p in sorted(set(provs))] if provs is not None else _subdirs(fs, f"{base}/{t}", "provider=")
+        for pdir in pdirs:
             p = pdir.rsplit("provider=", 1)[1]
             if provs is not None and p not in provs:
                 continue
-            for ddir in _subdirs(fs, pdir, "date="):
+            ddirs = [f"{pdir}/date={d}" for d in explicit_days] if explicit_days is not None else _subdirs(fs, pdir, "date=")
+            for ddir in ddirs:
                 d = ddir.rsplit("date=", 1)[1]
                 if dates and d not in dates:
                     continue
@@ -169,7 +197,11 @@ def list_sealed(
                     continue
                 if (lo_day is not None and day < lo_day) or (hi_day is not None and day > hi_day):
                     continue
-                for info in fs.get_file_info(pafs.FileSelector(ddir, allow_not_found=True)):
+                try:
+                    infos = fs.get_file_info(pafs.FileSelector(ddir, allow_not_found=True))
+                except NotADirectoryError:
+                    continue
+                for info in infos:
                     if info.type != pafs.FileType.File:
                         continue
                     parsed = parse_sealed_name(info.base_name)
@@ -178,7 +210,7 @@ def list_sealed(
                     w, first, last = parsed
                     if (lo is not None and last < lo) or (hi is not None and first >= hi):
                         continue
-                    out.append(SealedFile(info.path, t, p, d, w, first, last, info.size or 0))
+                    out.append(SealedFile(info.path, t, p, d, w, first, last, info.size or 0, info.mtime_ns))
     out.sort(key=lambda f: (f.table, f.provider, f.date, f.first_ts, f.writer))
     if supersede:
         from .compact import drop_superseded

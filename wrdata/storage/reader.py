@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
-import os
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,24 +25,41 @@ import pyarrow.fs as pafs
 
 from ..message import StreamMessage
 from .convert import RawFrame, to_messages, to_raw_frames
-from .fs import resolve_root
+from .fs import find_journal, resolve_root
 from .journal import SegmentReader
 from .layout import SealedFile, _as_list, _ts, day_from_str, list_sealed, list_segments
+from .remote import endpoint_of
 from .schema import PARTITION_SCHEMA, SORT_KEYS, conform, schema
+
+log = logging.getLogger("wrdata.storage")
 
 Time = int | datetime | str | None
 
 
-def dataset(root: str, table: str, *, filesystem: pafs.FileSystem | str | None = None, files: list[str] | None = None) -> ds.Dataset:
+def dataset(
+    root: str, table: str, *, filesystem: pafs.FileSystem | str | None = None, files: list[str] | list[SealedFile] | None = None
+) -> ds.Dataset:
     """A pyarrow dataset of one table's sealed files (all of them, or ``files``).
 
     Columns: the table's schema plus ``provider`` (string) and ``date`` (date32).
     Files of older schema versions read with missing columns null.
+
+    ``files`` as :class:`SealedFile` (from :func:`list_sealed`) is the fast way, and the
+    one that matters on object stores: each file's size comes from the listing (no
+    ``HEAD`` per file), each fragment carries the ``ts_recv`` range its name states as a
+    guarantee (a scan filtered on ``ts_recv`` skips files outside it without a request,
+    the pruning by file name that plain SQL gets on local roots), and fragments are
+    cached per process with the footers they have read, so reading a file again (the
+    next replay window, the next query) costs only the column chunks it needs.
     """
     fs, base, _ = resolve_root(root, filesystem)
     full = pa.schema(list(schema(table)) + list(PARTITION_SCHEMA), metadata=schema(table).metadata)
     part = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
     tdir = f"{base}/{table}"
+    if files is not None and files and isinstance(files[0], SealedFile):
+        fmt = _PARQUET
+        frags = [_fragment(fs, f) for f in files]  # type: ignore[arg-type]
+        return ds.FileSystemDataset(frags, schema=full, format=fmt, filesystem=fs)
     if files is not None:
         return ds.dataset(files, schema=full, format="parquet", filesystem=fs, partitioning=part, partition_base_dir=tdir)
     info = fs.get_file_info(tdir)
@@ -55,6 +74,36 @@ def dataset(root: str, table: str, *, filesystem: pafs.FileSystem | str | None =
         exclude_invalid_files=False,
         ignore_prefixes=[".", "_"],
     )
+
+
+_PARQUET = ds.ParquetFileFormat()
+_FRAGMENTS: OrderedDict[tuple, ds.Fragment] = OrderedDict()
+_FRAGMENTS_LOCK = threading.Lock()
+#: fragments (with the footers they read) kept per process; a footer is a few KB
+FRAGMENT_CACHE_SIZE = 4096
+
+
+def _fragment(fs: pafs.FileSystem, f: SealedFile) -> ds.Fragment:
+    # a sealed file never changes under its name, except that compaction may replace it
+    # by a superset under the same name: the size and time from the listing tell them apart
+    key = (fs.type_name, endpoint_of(fs) if fs.type_name == "s3" else None, f.path, f.size, f.mtime_ns)
+    with _FRAGMENTS_LOCK:
+        frag = _FRAGMENTS.get(key)
+        if frag is not None:
+            _FRAGMENTS.move_to_end(key)
+            return frag
+    expr = (ds.field("provider") == f.provider) & (ds.field("date") == pa.scalar(day_from_str(f.date), pa.date32()))
+    if f.first_ts >= 0 and f.last_ts >= f.first_ts:
+        expr = expr & (ds.field("ts_recv") >= pa.scalar(f.first_ts, _TS)) & (ds.field("ts_recv") <= pa.scalar(f.last_ts, _TS))
+    frag = _PARQUET.make_fragment(f.path, filesystem=fs, partition_expression=expr, file_size=f.size or None)
+    with _FRAGMENTS_LOCK:
+        _FRAGMENTS[key] = frag
+        while len(_FRAGMENTS) > FRAGMENT_CACHE_SIZE:
+            _FRAGMENTS.popitem(last=False)
+    return frag
+
+
+_TS = pa.timestamp("ns", "UTC")
 
 
 def read_journal(
@@ -167,25 +216,43 @@ def read_table(
     """
     lo, hi = _ts(start), _ts(end)
     syms = _as_list(symbols)
-    snap = snapshot(root, table, provider, lo, hi, syms, journal=journal, filesystem=filesystem)
-    files, tail = snap.files, snap.tail
-    d = dataset(root, table, filesystem=filesystem, files=[f.path for f in files])
     flt = None
     if lo is not None:
-        flt = ds.field("ts_recv") >= pa.scalar(lo, pa.timestamp("ns", "UTC"))
+        flt = ds.field("ts_recv") >= pa.scalar(lo, _TS)
     if hi is not None:
-        f2 = ds.field("ts_recv") < pa.scalar(hi, pa.timestamp("ns", "UTC"))
+        f2 = ds.field("ts_recv") < pa.scalar(hi, _TS)
         flt = f2 if flt is None else flt & f2
     if syms is not None and table != "raw":
         f3 = ds.field("symbol").isin(syms)
         flt = f3 if flt is None else flt & f3
-    t = d.to_table(filter=flt)
+    for attempt in range(_VANISHED_RETRIES + 1):
+        snap = snapshot(root, table, provider, lo, hi, syms, journal=journal, filesystem=filesystem)
+        files, tail = snap.files, snap.tail
+        d = dataset(root, table, filesystem=filesystem, files=files)
+        try:
+            t = d.to_table(filter=flt)
+            break
+        except (OSError, pa.ArrowException) as e:
+            # a file listed a moment ago may be gone: compaction removed it after writing
+            # its replacement (which a new listing shows, hiding it). Object stores do not
+            # always say "not found" for it (a ranged GET of a missing key with a known
+            # size fails as a stream error), so the listing tells, not the error
+            if attempt == _VANISHED_RETRIES:
+                raise
+            now = {f.path for f in list_sealed(root, table, provider, lo, hi, filesystem=filesystem, supersede=False)}
+            gone = [f.path for f in files if f.path not in now]
+            if not gone:
+                raise
+            log.info("storage: %d listed files vanished while reading (compacted?), e.g. %s (%s): listing again", len(gone), gone[0], e)
     if tail is not None and tail.num_rows:
         t = pa.concat_tables([t.cast(tail.schema), tail]) if t.num_rows else tail
     t = sort_total_order(t, table)
     if columns is not None:
         t = t.select(columns)
     return t
+
+
+_VANISHED_RETRIES = 5
 
 
 def _read_tail(segs, files, table: str, lo, hi, syms) -> tuple[pa.Table | None, bool]:
@@ -213,11 +280,7 @@ def _read_tail(segs, files, table: str, lo, hi, syms) -> tuple[pa.Table | None, 
 
 
 def _default_journal(root: str, filesystem) -> str | None:
-    _, base, local = resolve_root(root, filesystem)
-    if not local:
-        return None
-    j = os.path.join(base, "_journal")
-    return j if os.path.isdir(j) else None
+    return find_journal(root, filesystem)
 
 
 def read_messages(

@@ -172,8 +172,8 @@ class DatasetWriter:
     Parameters
     ----------
     root: local path or URI (``s3://bucket/prefix``) of the dataset.
-    journal_dir: local directory for journal segments; default ``<root>/_journal``
-        (required when ``root`` is not local).
+    journal_dir: local directory for journal segments; default ``<root>/_journal``, or
+        for a remote root a directory derived from it (:func:`.fs.default_journal_dir`).
     writer_id: unique per process writing the dataset; default ``<host>-<pid>-<start ms>``.
         A fixed id is allowed (e.g. one per daemon): a restarted process recovers the
         segments its predecessor left.
@@ -380,6 +380,9 @@ class DatasetWriter:
                 return self
             if self._closed:
                 raise RuntimeError("DatasetWriter was closed; create a new one")
+            # a remote store that cannot be written is a configuration error: say so now
+            # (one line), not as seal retries an hour later; the journal is not touched
+            self.fs.check_writable()
             os.makedirs(self.journal_dir, exist_ok=True)
             fd = self._try_lock(self.writer_id)
             if fd is None:

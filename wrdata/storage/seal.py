@@ -118,7 +118,7 @@ def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_byt
             batches = sort_batch(pa.Table.from_batches(batches), table).combine_chunks().to_batches(max_chunksize=rg)
     path, rows, size = write_sealed(
         fs, batches, table, provider, day, writer, placeholder=placeholder, check_order=not sort,
-        compression_level=level, row_group_rows=rg_rows, row_group_bytes=rg_bytes,
+        compression_level=level, row_group_rows=rg_rows, row_group_bytes=rg_bytes, replace=False,
     )
     return SealResult(path, rows, size, reader.info)
 
@@ -137,6 +137,7 @@ def write_sealed(
     compression_level: int | None = None,
     row_group_rows: int | None = None,
     row_group_bytes: int | None = None,
+    replace: bool = True,
 ) -> tuple[str | None, int, int]:
     """Write ``batches`` (one writer's rows of one table/provider/day, already in total
     order) as one sealed file: the Parquet settings of :func:`parquet_options`, row groups
@@ -148,7 +149,8 @@ def write_sealed(
 
     With ``check_order`` the rows are checked against the total order as they stream by
     (raises :class:`_OutOfOrder`, leaving nothing behind). ``metadata`` is added to the
-    file's key-value metadata.
+    file's key-value metadata. ``replace=False`` keeps a file already under the final
+    name on object stores (see :meth:`.fs.StorageFS.seal_commit`).
     """
     rg_rows = row_group_rows or PARQUET_DEFAULTS["row_group_rows"]
     rg_bytes = row_group_bytes or PARQUET_DEFAULTS["row_group_bytes"]
@@ -196,7 +198,7 @@ def write_sealed(
         )
         pw.close()
         final = f"{directory}/{sealed_name(writer, first_ts, last_ts)}"
-        fs.seal_commit(out, tmp, final)
+        size = fs.seal_commit(out, tmp, final, replace=replace)
         out = None
     except BaseException:
         if pw is not None:
@@ -207,4 +209,4 @@ def write_sealed(
         if tmp is not None:
             fs.seal_abort(out, tmp)
         raise
-    return final, rows, fs.file_size(final)
+    return final, rows, size
