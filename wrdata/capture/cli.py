@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from ..cliopts import open_root, s3_endpoint_option
 from .config import CaptureConfig, ConfigError, default_root, load_config, parse_endpoints, parse_targets
 
 
@@ -29,19 +30,22 @@ def _fail(e: Exception) -> None:
               help="Live table on a terminal, periodic log lines otherwise.")
 @click.option("--status-interval", type=float, default=10.0, show_default=True, help="Seconds between status log lines.")
 @click.option("--writer-id", help="Writer id (default: unique per host and process).")
-@click.option("--journal-dir", help="Local directory for the journal (default <root>/_journal).")
+@click.option("--journal-dir", help="Local directory for the journal (default <root>/_journal; for a remote root "
+              "~/.local/state/wrdata/journal/<root>-<hash>).")
+@s3_endpoint_option
 @click.option("--flush-interval", type=float, help="Seconds between journal flushes (default 1).")
 @click.option("--roll-interval", type=float, help="Seconds per sealed file (default 3600).")
 @click.option("--fsync", type=click.Choice(["flush", "seal", "never"]), help="When the journal is fsynced.")
 @click.option("--transport", type=click.Choice(["picows", "websockets"]), help="WebSocket client library.")
 def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoints, workers, metrics_port, metrics_host,
-            status_mode, status_interval, writer_id, journal_dir, flush_interval, roll_interval, fsync, transport) -> None:
+            status_mode, status_interval, writer_id, journal_dir, s3_endpoint, flush_interval, roll_interval, fsync, transport) -> None:
     """Record providers into rolling zstd Parquet, partitioned by provider and date.
 
     \b
     wrdata capture binance:BTCUSDT,ETHUSDT coinbase:BTC-USD --kinds trade,quote,bar:1m
     wrdata capture --config capture.toml --duration 60
     wrdata capture BTCUSDT --endpoint binance=ws://127.0.0.1:9001
+    wrdata capture binance:BTCUSDT --root s3://bucket/prefix --s3-endpoint http://127.0.0.1:9000
     """
     from .daemon import CaptureDaemon, run_workers
 
@@ -57,6 +61,10 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
             config.root = root
         config.endpoints.update(parse_endpoints(list(endpoints)))
         config.rest_endpoints.update(parse_endpoints(list(rest_endpoints), "--rest-endpoint"))
+        if s3_endpoint:
+            config.storage.s3_endpoint = s3_endpoint
+        # the store first: a missing bucket or wrong credentials is one line before anything runs
+        open_root(config.root, config.storage.s3_endpoint or None)
         for name, value in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("fsync", fsync)):
             if value is not None:
                 setattr(config.storage, name, value)
@@ -78,16 +86,18 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
 @click.command()
 @click.option("--root", default=None, help="Dataset root (default $WRDATA_ROOT, else ./data).")
 @click.option("--provider", "providers", multiple=True, help="Only this provider (repeatable; default: every recorded one).")
-@click.option("--journal-dir", help="Where the capture's journal is (default <root>/_journal).")
+@click.option("--journal-dir", help="Where the capture's journal is (default <root>/_journal, or a remote root's on this host).")
 @click.option("--dry-run", is_flag=True, help="Parse and count, write nothing.")
-def rebuild(root, providers, journal_dir, dry_run) -> None:
+@s3_endpoint_option
+def rebuild(root, providers, journal_dir, dry_run, s3_endpoint) -> None:
     """Re-derive trades, quotes, bars, book and events from raw with the current parsers."""
     from .rebuild import RebuildError
     from .rebuild import rebuild as run
 
     root = root or default_root()
+    fs = open_root(root, s3_endpoint)
     try:
-        results = run(root, list(providers) or None, journal_dir=journal_dir, dry_run=dry_run)
+        results = run(root, list(providers) or None, journal_dir=journal_dir, dry_run=dry_run, filesystem=fs)
     except (RebuildError, ValueError) as e:
         _fail(e)
     for r in results:

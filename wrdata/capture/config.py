@@ -24,6 +24,7 @@ TOML (``wrdata capture --config capture.toml``)::
     roll_interval = 3600
     roll_bytes = 268435456
     fsync = "batch"
+    # s3_endpoint = "http://127.0.0.1:9000"   # for root = "s3://bucket/prefix" on an S3-compatible store
 
 Credentials never appear in the file: a provider reads its customary environment
 variables, or the ones ``credentials_env`` names.
@@ -61,6 +62,7 @@ class StorageSettings:
     roll_bytes: int = 256 * 1024 * 1024
     fsync: str = "batch"
     memory_budget: int = 512 * 1024 * 1024
+    s3_endpoint: str = ""  # S3-compatible endpoint of an s3:// root ("": $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)
 
 
 @dataclass

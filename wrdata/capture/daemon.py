@@ -91,8 +91,14 @@ class CaptureDaemon:
 
         s = self.config.storage
         try:
+            filesystem = None
+            if s.s3_endpoint:
+                from ..storage.remote import open_filesystem
+
+                filesystem, _ = open_filesystem(self.config.root, s3_endpoint=s.s3_endpoint)
             return DatasetWriter(
                 self.config.root,
+                filesystem=filesystem,
                 journal_dir=self.journal_dir,
                 writer_id=self.writer_id,
                 flush_interval=s.flush_interval,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from ..message import StreamMessage
 from ..storage import list_sealed, list_segments, to_raw_frames
 from ..storage.compact import COMPACTED_FROM
 from ..storage.convert import from_messages, table_of
-from ..storage.fs import StorageFS, resolve_root
+from ..storage.fs import StorageFS, find_journal
 from ..storage.layout import day_of, partition_dir
 from ..storage.reader import sort_total_order
 from ..storage.schema import conform, schema
@@ -61,10 +60,9 @@ class RebuildResult:
 
 def _journal_writers(root: str, filesystem, provider: str, journal_dir: str | None) -> set[str]:
     if journal_dir is None:
-        _, base, local = resolve_root(root, filesystem)
-        if not local:
+        journal_dir = find_journal(root, filesystem)  # <root>/_journal, or a remote root's on this host
+        if journal_dir is None:
             return set()
-        journal_dir = os.path.join(base, "_journal")
     out = set()
     for table in NORMALIZED + ("raw",):
         for seg in list_segments(journal_dir, table, provider):

@@ -1,7 +1,7 @@
 """``wrdata query``, ``ls``, ``verify``, ``compact`` and ``ohlcv``.
 
 Every command takes ``--root`` (default ``$WRDATA_ROOT``, else ``./data``; a local path or
-a URI such as ``s3://bucket/prefix``). Bad arguments are one line on stderr and exit
+a URI such as ``s3://bucket/prefix``, with ``--s3-endpoint`` for S3-compatible stores). Bad arguments are one line on stderr and exit
 status 2; ``verify`` exits 1 when it finds problems, ``query`` exits 1 on an SQL error
 (DuckDB's message, then the views there are). Long commands show a progress bar when
 stderr is a terminal.
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import click
 
+from ..cliopts import open_root, s3_endpoint_option
 from .connection import FILES_VIEW, VIEWS, default_root
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -222,7 +223,9 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--max-rows", type=int, default=40, show_default=True, help="Rows shown by --format table (first and last).")
 @click.option("--no-journal", is_flag=True, help="Sealed files only, not the unsealed tail.")
 @click.option("--journal-dir", help="Journal of a remote root (a local directory).")
-def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, no_journal: bool, journal_dir: str | None) -> None:
+@s3_endpoint_option
+def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, no_journal: bool, journal_dir: str | None,
+          s3_endpoint: str | None) -> None:
     """Run DuckDB SQL over a recording (views: trades, quotes, bars, book, events, raw,
     wrdata_files). SQL "-" reads it from stdin.
 
@@ -236,7 +239,8 @@ def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, 
         sql = sys.stdin.read()
     if not sql.strip():
         raise _usage("empty SQL")
-    con = _connect(_root(root), journal=journal_dir or not no_journal)
+    root = _root(root)
+    con = _connect(root, journal=journal_dir or not no_journal, filesystem=open_root(root, s3_endpoint))
     try:
         rel = con.sql(sql)
         _with_progress(con, lambda: _emit(con, rel, fmt, out, max_rows))
@@ -254,7 +258,8 @@ def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, 
 @click.option("--symbols", "by_symbol", is_flag=True,
               help="Per provider/symbol/day: trades, trade-id holes and recorded gaps (reads the data: slower).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: bool) -> None:
+@s3_endpoint_option
+def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: bool, s3_endpoint: str | None) -> None:
     """What a recording holds, per table, provider and date: sealed files, rows, bytes,
     first and last receive time, writers, and the unsealed journal tail. From directory
     listings, file names and Parquet footers only (no data is read), unless --symbols."""
@@ -264,12 +269,13 @@ def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: boo
     tl = _check_tables(tables)
     dl = [_check_date(d) for d in _split(dates) or []] or None
     pl = _split(providers)
+    fs = open_root(root, s3_endpoint)
     if by_symbol:
-        _ls_symbols(root, pl, dl, as_json)
+        _ls_symbols(root, pl, dl, as_json, fs)
         return
     try:
         with _progress("reading footers") as prog:
-            rows = summarize(root, tables=tl, providers=pl, dates=dl, progress=prog)
+            rows = summarize(root, tables=tl, providers=pl, dates=dl, progress=prog, filesystem=fs)
     except FileNotFoundError as e:
         raise _usage(str(e)) from None
     if as_json:
@@ -288,11 +294,11 @@ def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: boo
     _print_table(headers, out, {3, 4, 5, 8, 9})
 
 
-def _ls_symbols(root: str, providers, dates, as_json: bool) -> None:
+def _ls_symbols(root: str, providers, dates, as_json: bool, filesystem=None) -> None:
     from .helpers import coverage
     from .inspect import fmt_ns
 
-    con = _connect(root, tables=("trades", "events"))
+    con = _connect(root, tables=("trades", "events"), filesystem=filesystem)
     start = end = None
     if dates:
         start, end = min(dates), _next_day(max(dates))
@@ -328,7 +334,9 @@ def _next_day(d: str) -> str:
 @click.option("--no-quarantine", is_flag=True, help="Report damaged and foreign files but leave them where they are.")
 @click.option("--notes", "show_notes", is_flag=True, help="Also list notes (interleaved files, torn journal tails, temp files).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finding.")
-def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show_notes: bool, as_json: bool) -> None:
+@s3_endpoint_option
+def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show_notes: bool, as_json: bool,
+           s3_endpoint: str | None) -> None:
     """Read every sealed file of a recording and check it: readable, a known schema
     version, rows in total order with no duplicates, name and folder matching the rows,
     no row in two files of one writer. Damaged and foreign files are moved to
@@ -338,8 +346,10 @@ def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show
     root = _root(root)
     tl = _check_tables(tables)
     dl = [_check_date(d) for d in _split(dates) or []] or None
+    fs = open_root(root, s3_endpoint)
     with _progress("verifying") as prog:
-        rep = run(root, tables=tl, providers=_split(providers), dates=dl, quarantine=not no_quarantine, progress=prog)
+        rep = run(root, tables=tl, providers=_split(providers), dates=dl, quarantine=not no_quarantine, progress=prog,
+                  filesystem=fs)
     shown = rep.findings if show_notes else rep.problems
     if as_json:
         for f in shown:
@@ -367,7 +377,9 @@ def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show
 @click.option("--grace", type=float, default=0.0, show_default=True,
               help="Seconds to keep the replaced files after the new ones are in place, for readers that listed them before.")
 @click.option("--dry-run", is_flag=True, help="Say what would be merged; write nothing.")
-def compact(root: str | None, date_: str, providers, tables, max_rows: int | None, grace: float, dry_run: bool) -> None:
+@s3_endpoint_option
+def compact(root: str | None, date_: str, providers, tables, max_rows: int | None, grace: float, dry_run: bool,
+            s3_endpoint: str | None) -> None:
     """Merge a day's small sealed files into one file per writer (or a few, --max-rows),
     without changing what queries and replay return.
 
@@ -388,8 +400,9 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
         raise _usage("--grace must not be negative")
     tl = _check_tables(tables) or list(TABLES)
     pl = _split(providers)
+    fs = open_root(root, s3_endpoint)
     try:
-        present = list_all_sealed(root, tables=tl, providers=pl, dates=[date_])
+        present = list_all_sealed(root, fs, tables=tl, providers=pl, dates=[date_])
     except FileNotFoundError as e:
         raise _usage(str(e)) from None
     parts = sorted({(f.table, f.provider) for f in present}, key=lambda x: (TABLES.index(x[0]), x[1]))
@@ -398,7 +411,8 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
         return
     with _progress("compacting") as prog:
         for table, provider in parts:
-            res = compact_partition(root, table, provider, date_, max_rows=max_rows, grace=grace, dry_run=dry_run, progress=prog)
+            res = compact_partition(root, table, provider, date_, max_rows=max_rows, grace=grace, dry_run=dry_run, progress=prog,
+                                    filesystem=fs)
             verb = "would merge" if dry_run else "merged"
             if res.files_after == res.files_before:
                 line = f"{table}/{provider}/{date_}: {res.files_before} files, nothing to merge"
@@ -422,7 +436,9 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the bars here instead of stdout.")
 @click.option("--max-rows", type=int, default=40, show_default=True, help="Rows shown by --format table.")
-def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str | None, fmt: str, out: str | None, max_rows: int) -> None:
+@s3_endpoint_option
+def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str | None, fmt: str, out: str | None, max_rows: int,
+          s3_endpoint: str | None) -> None:
     """OHLCV bars built from recorded trades (open/close in the recording's total order).
 
     \b
@@ -437,7 +453,8 @@ def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str |
         Filter(_split(providers), list(symbols), start, end)
     except ValueError as e:
         raise _usage(str(e)) from None
-    con = _connect(_root(root), tables=("trades",))
+    root = _root(root)
+    con = _connect(root, tables=("trades",), filesystem=open_root(root, s3_endpoint))
     rel = run(con, interval, providers=_split(providers), symbols=list(symbols), start=start, end=end, clock=clock, output="relation")
     _with_progress(con, lambda: _emit(con, rel, fmt, out, max_rows))
 

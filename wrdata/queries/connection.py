@@ -265,6 +265,30 @@ def _branches(con: duckdb.DuckDBPyConnection, cols: list[tuple[str, str]], files
     return out
 
 
+def _arrow_branches(con: duckdb.DuckDBPyConnection, state: _State, table: str, cols: list[tuple[str, str]], files: list) -> list[str]:
+    """The sealed files as pyarrow datasets registered in DuckDB, a few consecutive files
+    each (about :data:`MAX_BRANCHES`), each branch stating the ``ts_recv`` range its file
+    names give. DuckDB pushes projections and ``provider``/``date`` filters into a
+    pyarrow scan but not filters on ``TIMESTAMPTZ_NS`` columns, so without the stated
+    ranges a time-filtered query would open every file of an object store; with them it
+    drops the branches its filter contradicts, unopened (``tests/objectstore``)."""
+    from ..queries.helpers import ts_literal
+
+    files = sorted(files, key=lambda f: (f.first_ts, f.last_ts, f.path))
+    per = max(1, -(-len(files) // MAX_BRANCHES))
+    out = []
+    for n, i in enumerate(range(0, len(files), per)):
+        group = files[i : i + per]
+        name = f"_wrdata_sealed_{table}_{n}"
+        # the listed files (sizes, name ranges): no HEAD per file, footers cached across queries
+        con.register(name, dataset(state.root, table, filesystem=state.filesystem, files=group))
+        lo, hi = min(f.first_ts for f in group), max(f.last_ts for f in group)
+        out.append(f"{_select(cols, None, name)} WHERE ts_recv BETWEEN {ts_literal(lo)} AND {ts_literal(hi)}")
+    for n in range(len(out), MAX_BRANCHES + 1):  # branches of an earlier snapshot
+        _unregister(con, f"_wrdata_sealed_{table}_{n}")
+    return out
+
+
 def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     with state.lock:
         listing: list[dict] = []
@@ -274,15 +298,12 @@ def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
             cols = view_columns(table)
             parts: list[str] = []
             if snap.files:
-                paths = [f.path for f in snap.files]
                 if state.engine == "duckdb":
                     parts.extend(_branches(con, cols, snap.files))
                 else:
-                    name = f"_wrdata_sealed_{table}"
-                    con.register(name, dataset(state.root, table, filesystem=state.filesystem, files=paths))
-                    parts.append(_select(cols, None, name))
+                    parts.extend(_arrow_branches(con, state, table, cols, snap.files))
             else:
-                _unregister(con, f"_wrdata_sealed_{table}")
+                _arrow_branches(con, state, table, cols, [])
             tail = snap.tail
             if tail is not None and tail.num_rows:
                 name = f"_wrdata_tail_{table}"

@@ -184,13 +184,14 @@ def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
         raise ValueError(f"the connection has no view {table!r} (connect(tables=...))")
     snap = snapshot_of(con, table)
     provs = set(flt.file_providers) if flt.file_providers is not None else None
-    files = [
-        f.path
+    chosen = [
+        f
         for f in snap.files
         if (provs is None or f.provider in provs)
         and (flt.start is None or f.last_ts >= flt.start)
         and (flt.end is None or f.first_ts < flt.end)
     ]
+    files = [f.path for f in chosen]
     cols = view_columns(table)
     parts = []
     if files:
@@ -204,7 +205,7 @@ def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
 
             _counter[0] += 1
             name = f"_wrdata_scan_{table}_{_counter[0] % 8}"
-            con.register(name, dataset(state.root, table, filesystem=state.filesystem, files=files))
+            con.register(name, dataset(state.root, table, filesystem=state.filesystem, files=chosen))
             parts.append(_select(cols, None, name))
     if snap.tail is not None and snap.tail.num_rows:
         parts.append(_select(cols, None, f"_wrdata_tail_{table}"))

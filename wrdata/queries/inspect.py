@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from ..storage import SCHEMA_VERSION, TABLES, conform, schema_version
 from ..storage.compact import superseded
-from ..storage.fs import resolve_root
+from ..storage.fs import find_journal, resolve_root
 from ..storage.journal import SegmentReader
 from ..storage.layout import SealedFile, date_str, list_segments, parse_sealed_name
 from ..storage.schema import SORT_KEYS
@@ -151,7 +151,7 @@ def summarize(
             writers[(f.table, f.provider, f.date)].add(f.writer)
             if progress is not None:
                 progress("footers", i + 1, len(files))
-    jdir = _journal_dir(journal, base, local)
+    jdir = _journal_dir(journal, root, filesystem)
     if jdir:
         for seg in list_segments(jdir, tables, providers):
             if dates and seg.date not in dates:
@@ -176,13 +176,11 @@ def summarize(
     return sorted(out.values(), key=lambda s: (order.get(s.table, 99), s.provider, s.date))
 
 
-def _journal_dir(journal: bool | str, base: str, local: bool) -> str | None:
+def _journal_dir(journal: bool | str, root: str, filesystem) -> str | None:
     if isinstance(journal, str):
         return journal
-    if journal and local:
-        j = os.path.join(base, "_journal")
-        return j if os.path.isdir(j) else None
-    return None
+    # <root>/_journal, or a remote root's journal on this (capture) host
+    return find_journal(root, filesystem) if journal else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +283,7 @@ def verify(
         for fnd in rep.findings:
             if fnd.kind in _QUARANTINE_KINDS and fnd.problem:
                 fnd.quarantined_to = _quarantine(fs, base, fnd)
-    jdir = _journal_dir(journal, base, local)
+    jdir = _journal_dir(journal, root, filesystem)
     if jdir:
         for seg in list_segments(jdir, tables, providers):
             if dates and seg.date not in dates:

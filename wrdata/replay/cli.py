@@ -9,6 +9,7 @@ import click
 import msgspec
 
 from ..capture.config import default_root
+from ..cliopts import open_root, s3_endpoint_option
 
 
 def _speed(value: str | None) -> float | None:
@@ -42,8 +43,9 @@ def _line(m) -> str:
 @click.option("--end", help="Until this time (exclusive).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="table", show_default=True)
 @click.option("--limit", type=int, help="Stop after this many messages.")
+@s3_endpoint_option
 @click.pass_context
-def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit) -> None:
+def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, s3_endpoint) -> None:
     """Print a recording's messages in its total order (book rows as venue deltas).
 
     \b
@@ -64,7 +66,8 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit) 
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     pace = _speed(speed)
-    sel = everything(root, None, _csv(providers), _csv(symbols), kind_list)
+    fs = open_root(root, s3_endpoint)
+    sel = everything(root, fs, _csv(providers), _csv(symbols), kind_list)
     if not sel.tables or not sel.providers:
         raise click.UsageError(f"nothing recorded under {root} for that selection")
     enc = msgspec.json.Encoder()
@@ -75,7 +78,7 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit) 
 
         n = 0
         t0 = ts0 = None
-        for w in iter_windows(root, sel, lo, hi):
+        for w in iter_windows(root, sel, lo, hi, filesystem=fs):
             for m in w.messages():
                 if pace is not None:
                     if t0 is None:
@@ -106,7 +109,8 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit) 
 @click.option("--start", help="From this time (ISO 8601 or ns).")
 @click.option("--end", help="Until this time (exclusive).")
 @click.option("--settle", type=float, default=0.5, show_default=True, help="Seconds after the first client connects before serving.")
-def serve(provider, root, host, port, speed, start, end, settle) -> None:
+@s3_endpoint_option
+def serve(provider, root, host, port, speed, start, end, settle, s3_endpoint) -> None:
     """Serve a recording over PROVIDER's own wire protocol, for an unmodified venue client.
 
     Prints the URL on the first line; exits when the recording has been served.
@@ -118,6 +122,7 @@ def serve(provider, root, host, port, speed, start, end, settle) -> None:
     if provider not in SIMULATORS:
         raise click.BadParameter(f"no simulator for {provider!r}: expected one of {', '.join(sorted(SIMULATORS))}", param_hint="PROVIDER")
     root = root or default_root()
+    fs = open_root(root, s3_endpoint)
 
     def ready(sim) -> None:
         click.echo(sim.url)
@@ -125,7 +130,7 @@ def serve(provider, root, host, port, speed, start, end, settle) -> None:
 
     try:
         n = asyncio.run(run_serve(provider, root, host=host, port=port, speed=_speed(speed), start=start, end=end,
-                                  settle=settle, on_ready=ready))
+                                  settle=settle, on_ready=ready, filesystem=fs))
     except (ValueError, OSError) as e:
         raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:

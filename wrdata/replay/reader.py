@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..storage import list_sealed, list_segments, read_table, to_messages
-from ..storage.fs import resolve_root
+from ..storage.fs import find_journal, resolve_root
 
 log = logging.getLogger("wrdata.replay")
 
@@ -132,11 +132,8 @@ def recorded_providers(root: str, filesystem=None) -> list[str]:
 
 
 def _journal_dir(root: str, filesystem) -> str | None:
-    import os
-
-    _, base, local = resolve_root(root, filesystem)
-    j = os.path.join(base, "_journal")
-    return j if local and os.path.isdir(j) else None
+    # <root>/_journal, or a remote root's local journal on its capture host
+    return find_journal(root, filesystem)
 
 
 def _bounds(root: str, sel: Selection, filesystem, journal: bool) -> tuple[int | None, int | None, list[tuple[int, int]]]:
