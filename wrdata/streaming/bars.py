@@ -3,13 +3,19 @@ and bars resampled from a venue's own shorter bars (:class:`BarResampler`, IBKR)
 
 One builder per (provider, symbol, interval) sits behind the trade route. Every trade
 updates the open bar and emits it (``closed=False``), like a venue's kline updates; the
-bar is emitted once more with ``closed=True`` when a trade of a later interval arrives
-or when the clock passes the interval's end plus ``grace`` (so a quiet market still
-closes its bars). ``ts_event`` of a bar is its start time, for venue and derived bars
-alike; ``derived=True`` marks these.
+bar is emitted once more with ``closed=True`` when a trade of a later interval arrives,
+when a trade is *received* (``ts_recv``) after the interval's end plus ``grace``, or when
+the clock passes that time (so a quiet market still closes its bars). A trade of a
+closed bar is left out. ``ts_event`` of a bar is its start time, for venue and derived
+bars alike; ``derived=True`` marks these.
 
-Replay drives the same builder with the recording's trades and its virtual clock, so
-derived bars replay exactly as they were built live.
+Replay drives the same builder with the recording's trades and its virtual clock. Which
+trades make a bar depends only on the trades' own times (``ts_event`` and ``ts_recv``),
+never on when a clock tick happened to run (live ticks run on the wall clock, replay ticks
+on recorded times): so every update replays exactly as it was built live, even for venues
+that batch their trades (Coinbase sends the trades of the last 250 ms together, so trades
+of an interval arrive after its end). Only the moment a quiet bar's close is emitted
+follows the clock.
 """
 
 from __future__ import annotations
@@ -61,6 +67,10 @@ class BarBuilder:
             return
         ts = t.ts_event if t.ts_event is not None else t.ts_recv
         p = t.price
+        if not self.closed and t.ts_recv >= self.end + self.grace_ns:
+            # received once the bar is over: the bar closes now, as a clock tick at any
+            # moment before this trade would have closed it (live and replay agree)
+            self._emit(t, closed=True)
         if not self.closed:
             if ts < self.start:
                 return  # a late trade from before the open bar

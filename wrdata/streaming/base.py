@@ -132,6 +132,10 @@ class Venue:
     native_bars: ClassVar[frozenset[str]] = frozenset()
     #: kinds the venue offers at all
     kinds: ClassVar[frozenset[str]] = frozenset({"trade", "quote", "bar", "book"})
+    #: seconds a bar built from trades stays open after its end for trades still on their
+    #: way (a venue that batches its trades sets it); per class, so replay builds bars with
+    #: the value live used
+    bar_grace: ClassVar[float] = 0.0
 
     # Limits and timings. All are instance attributes so tests and users can shorten them
     # (``DataStream(options={"binance": {"lifetime": 5}})``).

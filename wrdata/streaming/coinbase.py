@@ -61,6 +61,9 @@ Choices
   know which channel lost the message) and resynchronises every ``level2`` book on it.
 - ``level2_per_conn`` (default 10) caps books per connection, ``max_streams_per_conn`` the
   rest; ``control_interval`` 0.2 s keeps us under 8 messages/s.
+- Bars built from trades (every interval but 5m) close ``bar_grace`` (0.5 s) after their
+  end: ``market_trades`` batches hold up to 250 ms of trades, so the last trades of an
+  interval arrive after it ended and would otherwise be left out of their bar.
 """
 
 from __future__ import annotations
@@ -371,6 +374,9 @@ class CoinbaseVenue(Venue):
     max_products_per_message = 100
     #: market_trades ``side`` is the maker's side (the docs); False reads it as the taker's
     side_is_maker = True
+    #: trades come in 250 ms batches: the last ones of an interval arrive after its end, so a
+    #: bar built from trades waits this long before it closes (they would be left out otherwise)
+    bar_grace = 0.5
     #: "advanced", "exchange", or "auto" (from the URL)
     feed = "auto"
 

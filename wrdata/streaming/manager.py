@@ -54,6 +54,13 @@ class Subscription:
     detach: list[Callable[[], None]] = field(default_factory=list)
 
 
+def _bar_grace(provider: str) -> float:
+    try:
+        return registry.venue_class(provider).bar_grace
+    except ConfigurationError:
+        return 0.0  # a provider the registry does not list (tests)
+
+
 class Source:
     """Subscription wiring shared by the live manager and replay."""
 
@@ -127,7 +134,7 @@ class Source:
             builder = hub.stages.get(key)
             if builder is None:
                 if sub.upstream.kind == "trade":
-                    builder = BarBuilder(ch.interval)
+                    builder = BarBuilder(ch.interval, grace=_bar_grace(sub.provider))
                 else:
                     builder = BarResampler(ch.interval, sub.upstream.interval or "")
                 hub.stages[key] = builder
