@@ -546,6 +546,27 @@ class _CoinbaseBase(Session):
     def _subscribe(self, streams, initial: bool = False) -> None:
         raise NotImplementedError
 
+    def on_sent(self, payload: bytes, ts_recv: int, seq: int) -> list[StreamMessage]:
+        """A control frame we sent, replayed from ``raw`` (rebuild): the session learns its
+        streams from it, as the live session was given them, so a ``sequence_num`` gap
+        names the same streams and resynchronises the same books."""
+        try:
+            req = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            return []
+        if not isinstance(req, dict) or req.get("type") not in ("subscribe", "unsubscribe"):
+            return []
+        channels = req.get("channels") or [req.get("channel")]  # Exchange feed: a list; Advanced Trade: one
+        back = {v: k for k, v in _EXCHANGE_CHANNELS.items()} if isinstance(self, CoinbaseExchangeSession) else {}
+        learned = {(back.get(ch, ch), p) for ch in channels if isinstance(ch, str) and ch not in ("heartbeats", "heartbeat")
+                   for p in req.get("product_ids") or [] if isinstance(p, str)}
+        if req["type"] == "subscribe":
+            self.streams.update(learned)
+            self.wanted.update(learned)
+        else:
+            self.streams.difference_update(learned)
+        return []
+
     def _control(self, kind: str, groups: dict[str, list[str]]) -> None:
         raise NotImplementedError
 
