@@ -25,8 +25,8 @@ S3 and S3-compatible stores
   3 s default aborts a large server-side copy on slower stores); pyarrow's standard
   retry strategy (3 attempts) on top.
 
-What pyarrow's S3 filesystem does (measured against a real S3 API, moto server mode,
-counting requests; see ``tests/objectstore``):
+What pyarrow's S3 filesystem does (pyarrow 26, measured against a real S3 API, moto in
+server mode, by the requests it served; ``docs/scale-out.md`` has the figures):
 
 - ``open_output_stream(key)`` starts a multipart upload; the object appears **only when
   the stream is closed** (CompleteMultipartUpload). A killed process leaves no object,
