@@ -85,6 +85,7 @@ from ..message import StreamMessage, status_message
 from .base import (
     AuthenticationError,
     ConfigurationError,
+    Finite,
     HttpRequest,
     ProviderError,
     Session,
@@ -180,6 +181,13 @@ def _rfc3339_slow(text: str) -> int:
 
 def msgpack_ts_ns(raw: msgspec.Raw | bytes) -> int:
     """A MessagePack Timestamp extension (type -1, all three widths) -> ns since the epoch."""
+    ns = _msgpack_ts_ns(raw)
+    if not -(2**63) <= ns < 2**63:  # 96-bit timestamps reach far beyond int64 nanoseconds
+        raise ValueError("t is out of range")
+    return ns
+
+
+def _msgpack_ts_ns(raw: msgspec.Raw | bytes) -> int:
     b = bytes(raw)
     h = b[0]
     if h == 0xD7 and b[1] == 0xFF:  # timestamp 64: 30-bit ns, 34-bit seconds
@@ -216,21 +224,21 @@ class _Wire:
         opt_str = (str | None, None)
         t = ("t", ts_type)
         self.Trade = item("Trade", "t", [
-            ("S", str), ("p", float), ("s", float), t, ("i", int | None, None), ("x", *opt_str),
+            ("S", str), ("p", Finite), ("s", Finite), t, ("i", int | None, None), ("x", *opt_str),
             ("c", list[str] | None, None), ("z", *opt_str), ("tks", *opt_str),
         ])
         self.Quote = item("Quote", "q", [
-            ("S", str), ("bp", float), ("bs", float), ("ap", float), ("as_", float, msgspec.field(name="as")), t,
+            ("S", str), ("bp", Finite), ("bs", Finite), ("ap", Finite), ("as_", Finite, msgspec.field(name="as")), t,
             ("bx", *opt_str), ("ax", *opt_str), ("c", list[str] | None, None), ("z", *opt_str),
         ])
         bar_fields = [
-            ("S", str), ("o", float), ("h", float), ("l", float), ("c", float), ("v", float), t,
-            ("n", int | None, None), ("vw", float | None, None),
+            ("S", str), ("o", Finite), ("h", Finite), ("l", Finite), ("c", Finite), ("v", Finite), t,
+            ("n", int | None, None), ("vw", Finite | None, None),
         ]
         self.Bar = item("Bar", "b", bar_fields)
         self.UpdatedBar = item("UpdatedBar", "u", bar_fields)
         self.DailyBar = item("DailyBar", "d", bar_fields)
-        level = msgspec.defstruct("Level", [("p", float), ("s", float)])
+        level = msgspec.defstruct("Level", [("p", Finite), ("s", Finite)])
         self.Orderbook = item("Orderbook", "o", [("S", str), t, ("b", list[level], []), ("a", list[level], []), ("r", bool, False)])
         self.Status = item("TradingStatus", "s", [
             ("S", str), ("sc", *opt_str), ("sm", *opt_str), ("rc", *opt_str), ("rm", *opt_str), ("z", *opt_str),

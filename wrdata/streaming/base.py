@@ -22,8 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Hashable, Iterable
+from typing import Annotated, Any, ClassVar, Hashable, Iterable
+
+import msgspec
 
 from ..channels import Channel
 from ..message import StreamMessage, status_message
@@ -31,6 +34,12 @@ from ..message import StreamMessage, status_message
 log = logging.getLogger("wrdata.streaming")
 
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:token|apikey|api_key|key|secret|signature|jwt|password)=)[^&#\s]*")
+
+
+#: A float field of a venue's wire type: finite. msgspec's non-strict decoding (decimal
+#: strings straight to floats) also takes "nan", "inf" and "Infinity", and MessagePack
+#: carries NaN natively; a frame with such a price or size is a bad frame, not a trade.
+Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 
 
 def redact_url(url: str) -> str:

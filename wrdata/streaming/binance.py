@@ -42,6 +42,7 @@ import msgspec
 from ..channels import Channel
 from ..message import StreamMessage, status_message
 from .base import (
+    Finite,
     HttpRequest,
     HttpResponse,
     Session,
@@ -62,8 +63,8 @@ class _Trade(msgspec.Struct):
     E: int
     s: str
     t: int
-    p: float
-    q: float
+    p: Finite
+    q: Finite
     T: int
     m: bool
 
@@ -72,8 +73,8 @@ class _AggTrade(msgspec.Struct):
     E: int
     s: str
     a: int
-    p: float
-    q: float
+    p: Finite
+    q: Finite
     T: int
     m: bool
     f: int = -1
@@ -83,21 +84,21 @@ class _AggTrade(msgspec.Struct):
 class _BookTicker(msgspec.Struct):
     u: int
     s: str
-    b: float
-    B: float
-    a: float
-    A: float
+    b: Finite
+    B: Finite
+    a: Finite
+    A: Finite
 
 
 class _Kline(msgspec.Struct):
     t: int
     T: int
     i: str
-    o: float
-    c: float
-    h: float
-    l: float  # noqa: E741
-    v: float
+    o: Finite
+    c: Finite
+    h: Finite
+    l: Finite  # noqa: E741
+    v: Finite
     x: bool
     n: int = 0
 
@@ -110,8 +111,8 @@ class _KlineEvent(msgspec.Struct):
 
 class _Partial(msgspec.Struct):
     lastUpdateId: int
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
+    bids: list[tuple[Finite, Finite]]
+    asks: list[tuple[Finite, Finite]]
 
 
 class _DepthUpdate(msgspec.Struct):
@@ -119,8 +120,8 @@ class _DepthUpdate(msgspec.Struct):
     s: str
     U: int
     u: int
-    b: list[tuple[float, float]]
-    a: list[tuple[float, float]]
+    b: list[tuple[Finite, Finite]]
+    a: list[tuple[Finite, Finite]]
 
 
 def _frame(data_type: type) -> msgspec.json.Decoder:

@@ -83,6 +83,7 @@ from ..message import StreamMessage, status_message
 from .base import (
     AuthenticationError,
     ConfigurationError,
+    Finite,
     HttpRequest,
     HttpResponse,
     Session,
@@ -176,8 +177,8 @@ _JWT_FIELD = re.compile(rb'("jwt"\s*:\s*")[^"]*(")')
 class _Trade(msgspec.Struct):
     trade_id: str
     product_id: str
-    price: float
-    size: float
+    price: Finite
+    size: Finite
     side: str
     time: str
 
@@ -189,11 +190,11 @@ class _TradesEvent(msgspec.Struct):
 
 class _Ticker(msgspec.Struct):
     product_id: str
-    best_bid: float | None = None
-    best_bid_quantity: float | None = None
-    best_ask: float | None = None
-    best_ask_quantity: float | None = None
-    price: float | None = None
+    best_bid: Finite | None = None
+    best_bid_quantity: Finite | None = None
+    best_ask: Finite | None = None
+    best_ask_quantity: Finite | None = None
+    price: Finite | None = None
 
 
 class _TickerEvent(msgspec.Struct):
@@ -203,11 +204,11 @@ class _TickerEvent(msgspec.Struct):
 
 class _Candle(msgspec.Struct):
     start: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
+    open: Finite
+    high: Finite
+    low: Finite
+    close: Finite
+    volume: Finite
     product_id: str
 
 
@@ -218,8 +219,8 @@ class _CandlesEvent(msgspec.Struct):
 
 class _L2Update(msgspec.Struct):
     side: str
-    price_level: float
-    new_quantity: float
+    price_level: Finite
+    new_quantity: Finite
     event_time: str = ""
 
 
@@ -292,8 +293,8 @@ _error = msgspec.json.Decoder(_Error)
 class _XMatch(msgspec.Struct, tag_field="type", tag="match"):
     trade_id: int
     product_id: str
-    price: float
-    size: float
+    price: Finite
+    size: Finite
     side: str
     time: str
     sequence: int | None = None
@@ -305,24 +306,24 @@ class _XLastMatch(_XMatch, tag="last_match"):
 
 class _XTicker(msgspec.Struct, tag_field="type", tag="ticker"):
     product_id: str
-    best_bid: float | None = None
-    best_ask: float | None = None
-    best_bid_size: float | None = None
-    best_ask_size: float | None = None
+    best_bid: Finite | None = None
+    best_ask: Finite | None = None
+    best_bid_size: Finite | None = None
+    best_ask_size: Finite | None = None
     time: str | None = None
     sequence: int | None = None
 
 
 class _XSnapshot(msgspec.Struct, tag_field="type", tag="snapshot"):
     product_id: str
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
+    bids: list[tuple[Finite, Finite]]
+    asks: list[tuple[Finite, Finite]]
     time: str | None = None
 
 
 class _XL2Update(msgspec.Struct, tag_field="type", tag="l2update"):
     product_id: str
-    changes: list[tuple[str, float, float]]
+    changes: list[tuple[str, Finite, Finite]]
     time: str | None = None
 
 

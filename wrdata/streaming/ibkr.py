@@ -110,6 +110,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import re
@@ -340,6 +341,23 @@ class _Req:
         self.md_type = 1
 
 
+def _num(text: str | float) -> float:
+    """A number field of a TWS message: finite, or ``ValueError`` (the message is bad; a
+    price of ``inf`` or ``nan`` must not reach consumers or the recording)."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite number: {str(text)[:40]!r}")
+    return v
+
+
+def _time(text: str, unit: int) -> int:
+    """A TWS time field (seconds or milliseconds) in ns: within int64, or ``ValueError``."""
+    v = int(text) * unit
+    if not 0 <= v < 2**63:
+        raise ValueError(f"time out of range: {text[:40]!r}")
+    return v
+
+
 def _split(payload: bytes) -> list[str]:
     fields = payload.decode(errors="backslashreplace").split("\0")
     if fields and fields[-1] == "":
@@ -459,7 +477,7 @@ class IbkrSession(Session):
         req = self._req(f, 2)
         if req is None or not f[4]:
             return []
-        tick, price, size = int(f[3]), float(f[4]), float(f[5] or 0.0)
+        tick, price, size = int(f[3]), _num(f[4]), _num(f[5] or 0.0)
         if req.kind == MKT_TRADE:
             # delayed data has no RTVolume: its trades are the delayed last ticks (no venue time)
             if tick != 68 or size <= 0:
@@ -490,7 +508,7 @@ class IbkrSession(Session):
         req = self._req(f, 2)
         if req is None or req.kind != MKT_QUOTE:
             return []
-        tick, size = int(f[3]), float(f[4] or 0.0)
+        tick, size = int(f[3]), _num(f[4] or 0.0)
         if tick in (0, 69):
             if size == req.bid_size:
                 return []
@@ -521,27 +539,27 @@ class IbkrSession(Session):
         if not price:
             return []  # a volume-only correction
         return [StreamMessage(
-            provider=PROVIDER, symbol=req.symbol, kind="trade", ts_recv=ts, ts_event=int(ms) * _MS if ms else None,
-            conn=self.conn, seq=seq, channel="trade", price=float(price), size=float(size or 0.0),
+            provider=PROVIDER, symbol=req.symbol, kind="trade", ts_recv=ts, ts_event=_time(ms, _MS) if ms else None,
+            conn=self.conn, seq=seq, channel="trade", price=_num(price), size=_num(size or 0.0),
         )]
 
     def _tick_by_tick(self, f: list[str], ts: int, seq: int) -> list[StreamMessage]:
         req = self._req(f, 1)
         if req is None:
             return []
-        tick, t = int(f[2]), int(f[3])
+        tick, t = int(f[2]), _time(f[3], _NS)
         if tick in (1, 2) and req.kind == TBT_TRADE:
-            price, size = float(f[4]), float(f[5])
+            price, size = _num(f[4]), _num(f[5])
             if price == -1 and size == 0:
                 return []
             return [StreamMessage(
-                provider=PROVIDER, symbol=req.symbol, kind="trade", ts_recv=ts, ts_event=t * _NS, conn=self.conn, seq=seq,
+                provider=PROVIDER, symbol=req.symbol, kind="trade", ts_recv=ts, ts_event=t, conn=self.conn, seq=seq,
                 channel="trade", price=price, size=size, exchange=f[7] or None, conditions=f[8] or None,
             )]
         if tick == 3 and req.kind == TBT_QUOTE:
-            bid, ask, bs, as_ = float(f[4]), float(f[5]), float(f[6]), float(f[7])
+            bid, ask, bs, as_ = _num(f[4]), _num(f[5]), _num(f[6]), _num(f[7])
             return [StreamMessage(
-                provider=PROVIDER, symbol=req.symbol, kind="quote", ts_recv=ts, ts_event=t * _NS, conn=self.conn, seq=seq,
+                provider=PROVIDER, symbol=req.symbol, kind="quote", ts_recv=ts, ts_event=t, conn=self.conn, seq=seq,
                 channel="quote", bid=bid if bid > 0 or bs > 0 else None, ask=ask if ask > 0 or as_ > 0 else None,
                 bid_size=bs, ask_size=as_,
             )]
@@ -551,10 +569,10 @@ class IbkrSession(Session):
         req = self._req(f, 2)
         if req is None or req.kind != BARS:
             return []
-        volume = float(f[8] or 0.0)
+        volume = _num(f[8] or 0.0)
         return [StreamMessage(
-            provider=PROVIDER, symbol=req.symbol, kind="bar", ts_recv=ts, ts_event=int(f[3]) * _NS, conn=self.conn, seq=seq,
-            channel="bar:5s", open=float(f[4]), high=float(f[5]), low=float(f[6]), close=float(f[7]),
+            provider=PROVIDER, symbol=req.symbol, kind="bar", ts_recv=ts, ts_event=_time(f[3], _NS), conn=self.conn, seq=seq,
+            channel="bar:5s", open=_num(f[4]), high=_num(f[5]), low=_num(f[6]), close=_num(f[7]),
             size=volume if volume >= 0 else None,  # MIDPOINT/BID/ASK bars carry volume -1: none
             interval="5s", closed=True, derived=False,
         )]
@@ -564,9 +582,9 @@ class IbkrSession(Session):
         if req is None or req.kind != DEPTH:
             return []
         if f[0] == "13":
-            position, op, side, price, size = int(f[3]), int(f[5]), int(f[6]), float(f[7]), float(f[8] or 0.0)
+            position, op, side, price, size = int(f[3]), int(f[5]), int(f[6]), _num(f[7]), _num(f[8] or 0.0)
         else:
-            position, op, side, price, size = int(f[3]), int(f[4]), int(f[5]), float(f[6]), float(f[7] or 0.0)
+            position, op, side, price, size = int(f[3]), int(f[4]), int(f[5]), _num(f[6]), _num(f[7] or 0.0)
         rows = req.bids if side == 1 else req.asks
         if op == 0:
             rows.insert(min(position, len(rows)), (price, size))

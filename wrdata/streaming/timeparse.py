@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 
 _NS = 1_000_000_000
+_INT64 = 2**63
 _DAYS: dict[str, int] = {}
 _DIGITS = frozenset("0123456789")
 
@@ -21,6 +22,8 @@ def _day_ns(day: str) -> int:
         if len(day) != 10 or day[4] != "-" or day[7] != "-":
             raise ValueError(f"not an RFC 3339 date: {day!r}")
         ns = calendar.timegm((int(day[0:4]), int(day[5:7]), int(day[8:10]), 0, 0, 0, 0, 0, 0)) * _NS
+        if not -_INT64 <= ns < _INT64 - 2 * 86_400 * _NS:  # int64 ns: 1677 to 2262
+            raise ValueError(f"date out of range: {day!r}")
         if len(_DAYS) > 256:  # a long-running process sees a new day only once a day
             _DAYS.clear()
         _DAYS[day] = ns
