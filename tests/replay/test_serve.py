@@ -93,6 +93,34 @@ async def test_python_binance_client_against_the_served_recording(recording):
         await asyncio.wait_for(server, 20)
 
 
+async def test_the_recording_starts_once_a_slow_client_has_subscribed(recording):
+    """A client that takes longer than ``settle`` to subscribe after connecting (some SDKs
+    wait seconds) still gets the recording from its first frame."""
+    import json
+
+    import websockets
+
+    raw = [f.payload for f in read_raw(str(recording), "binance") if f.direction == "in" and b"btcusdt@trade" in f.payload[:40]]
+    ready = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve("binance", str(recording), speed=None, settle=0.2, linger=30, on_ready=ready.set_result))
+    sim = await asyncio.wait_for(ready, 10)
+    got = []
+    try:
+        async with websockets.connect(sim.url + "/ws") as ws:
+            await asyncio.sleep(1.0)  # connected, not yet subscribed, for five times the settle time
+            assert sim.feed.published == 0, "nothing is served before a client subscribed"
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}))
+            async with asyncio.timeout(10):
+                while len(got) < len(raw):
+                    m = json.loads(await ws.recv())
+                    if m.get("e") == "trade":
+                        got.append(m)
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+    assert got == [json.loads(p)["data"] for p in raw]
+
+
 def test_recorded_frames_carry_their_connection(recording):
     """Served frames say which recorded connection received them (a venue that numbers a
     connection's messages tells from it where the recording lost some)."""

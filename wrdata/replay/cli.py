@@ -108,7 +108,7 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, 
 @click.option("--speed", default="1", show_default=True, help="1 = real time, 10 = ten times faster, max = no pacing.")
 @click.option("--start", help="From this time (ISO 8601 or ns).")
 @click.option("--end", help="Until this time (exclusive).")
-@click.option("--settle", type=float, default=0.5, show_default=True, help="Seconds after the first client connects before serving.")
+@click.option("--settle", type=float, default=0.5, show_default=True, help="Seconds after the first client subscribes before serving.")
 @s3_endpoint_option
 def serve(provider, root, host, port, speed, start, end, settle, s3_endpoint) -> None:
     """Serve a recording over PROVIDER's own wire protocol, for an unmodified venue client.

@@ -4,9 +4,12 @@ The venue's simulator (:mod:`wrdata.sim`) serves the recording instead of its sy
 market, so an unmodified third-party client of that venue can run against recorded
 data. Recorded frames are served byte for byte (``raw`` rows received from the venue),
 paced by their receive times; recorded REST responses (book snapshots, instrument
-lists) answer the same requests. The feed starts when the first client connects (plus
-``settle`` seconds for it to subscribe), so a client started after the server sees the
-recording from its beginning.
+lists) answer the same requests. The feed starts when a first client has subscribed
+(plus ``settle`` seconds for the rest of its subscriptions and other clients), so a
+client started after the server sees the recording from its beginning, however long it
+takes to connect and subscribe (python-kraken-sdk waits a random 1-2 s before it even
+connects). A simulator that does not track subscriptions (``sim.subscribed()`` absent)
+starts ``settle`` seconds after the first connection.
 
 A frame received on two connections at once (the overlap of a rollover) was recorded
 twice; it is served once.
@@ -109,13 +112,15 @@ def recorded_frames(
 
 
 class _AfterFirstClient:
-    """Frames, once a client has connected and had ``settle`` seconds to subscribe."""
+    """Frames, once a client has subscribed (or connected, for a simulator that does not
+    track subscriptions) and ``settle`` seconds more have passed."""
 
     def __init__(self, sim, frames: Iterator[RecordedFrame], settle: float) -> None:
         self.sim, self.frames, self.settle = sim, frames, settle
 
     async def __aiter__(self) -> AsyncIterator[RecordedFrame]:  # type: ignore[override]
-        while not self.sim.history:
+        subscribed = getattr(self.sim, "subscribed", None)
+        while not (subscribed() if subscribed is not None else self.sim.history):
             await asyncio.sleep(0.02)
         await asyncio.sleep(self.settle)
         for f in self.frames:

@@ -687,6 +687,10 @@ class SimServer:
     def has_subscribers(self, stream: str) -> bool:
         return stream in self._subs
 
+    def subscribed(self) -> bool:
+        """Has any open connection subscribed to anything? (``replay serve`` starts then.)"""
+        return bool(self._subs)
+
     def subscribers(self, stream: str) -> set[SimConnection]:
         return self._subs.get(stream, set())
 
