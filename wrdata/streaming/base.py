@@ -311,6 +311,15 @@ class Session:
         #: set when the venue reports a condition that only a new connection cures (an auth
         #: timeout, a slow-client error, a connection-limit error that may clear): the
         #: runner drops this connection and reconnects with backoff (an outage, with gap events)
+    def history_pager(self, spec):
+        """A :class:`~wrdata.streaming.heal.HistoryPager` fetching the trades of one heal
+        window (:class:`~wrdata.streaming.heal.HealSpec`), or None: the venue has no usable
+        history API (gaps then get an ``unhealable`` outcome)."""
+        return None
+
+
+_MAX_BAD_KINDS = 100  # kinds of bad frame logged per connection
+
         self.reconnect_requested: str | None = None
         self.bad_frames = 0
         self._bad_kinds: set[str] = set()
@@ -386,6 +395,27 @@ class Session:
         """
         self.bad_frames += 1
         if kind not in self._bad_kinds:
-            self._bad_kinds.add(kind)
-            log.warning("%s conn %d: cannot parse %s frame (%s): %.200r", self.provider, self.conn, kind, err, payload)
+            # kinds can come from the frame (an unknown type name): bounded, so hostile
+            # input cannot grow the log or this set without end
+            if len(self._bad_kinds) < _MAX_BAD_KINDS:
+                self._bad_kinds.add(kind)
+                log.warning("%s conn %d: cannot parse %s frame (%s): %.200r", self.provider, self.conn, kind, err, payload)
+            elif len(self._bad_kinds) == _MAX_BAD_KINDS:
+                self._bad_kinds.add("...")
+                log.warning("%s conn %d: %d kinds of bad frames; further kinds are counted, not logged",
+                            self.provider, self.conn, _MAX_BAD_KINDS)
         return [status_message(self.provider, "error", ts_recv, f"bad frame ({kind}): {err}"[:300], conn=self.conn, seq=seq)]
+
+    def parser_failed(self, payload: bytes, ts_recv: int, seq: int, err: Exception) -> list[StreamMessage]:
+        """``feed`` raised: input the parser did not foresee (bytes that are not UTF-8,
+        nesting deeper than the decoder allows) or a parser bug.
+
+        Called by every caller of ``feed`` (the runner, IBKR's client, the rebuild driver),
+        so live and rebuilt recordings report it alike: counted and reported as a bad
+        frame of kind ``unexpected <exception type>``, its traceback logged once per kind.
+        """
+        kind = f"unexpected {type(err).__name__}"
+        if kind not in self._bad_kinds and len(self._bad_kinds) < _MAX_BAD_KINDS:
+            self._bad_kinds.add(kind)
+            log.error("%s conn %d: parser raised on a frame: %.200r", self.provider, self.conn, payload, exc_info=err)
+        return self.bad_frame(kind, payload, ts_recv, seq, err)

@@ -48,7 +48,10 @@ class RawDriver:
     ) -> list[StreamMessage]:
         if direction == "in":
             s = self.session(conn)
-            out = s.feed(payload, ts_recv, seq)
+            try:
+                out = s.feed(payload, ts_recv, seq)
+            except Exception as e:  # as live: counted and reported, the rebuild goes on
+                out = s.parser_failed(payload, ts_recv, seq, e)
             self._collect(conn, s)
             return out
         if direction == "rest":

@@ -933,8 +933,7 @@ class _Link:
         try:
             msgs = self.session.feed(payload, ts, seq)
         except Exception as e:  # a parser bug must not kill the connection; the message is in raw
-            log.exception("ibkr conn %d: parser failed", self.conn)
-            msgs = [status_message(PROVIDER, "error", ts, f"parser failed: {e!r}"[:300], conn=self.conn, seq=seq)]
+            msgs = self.session.parser_failed(payload, ts, seq, e)
         if msgs:
             c.sink(msgs)
         if self.session.actions:

@@ -105,8 +105,7 @@ class Link:
         try:
             msgs = self.feed(payload, ts, seq)
         except Exception as e:  # a parser bug must not kill the connection; the frame is in raw
-            log.exception("%s conn %d: parser failed", self.provider, self.conn)
-            msgs = [status_message(self.provider, "error", ts, f"parser failed: {e!r}"[:300], conn=self.conn, seq=seq)]
+            msgs = self.session.parser_failed(payload, ts, seq, e)
         if msgs:
             self.delivered += len(msgs)
             self.sink(msgs)
