@@ -162,6 +162,25 @@ class Venue:
     max_frame_size: int = 64 * 1024 * 1024
     rest_timeout: float = 10.0
 
+    # Gap healing (:mod:`wrdata.streaming.heal`): missing trades fetched from the venue's
+    # history API. Off unless asked (``options={"binance": {"heal": True}}``; the capture
+    # daemon turns it on), since it spends the venue's REST limits.
+    heal: bool = False
+    history_rate: float = 1.0  # history API weight per second this process may spend on healing
+    history_burst: float = 5.0  # weight that may be spent at once
+    heal_wait: float = 30.0  # how long a gap waits for the first trade after it before healing up to "now"
+    heal_attempts: int = 6  # failed requests in a row before a gap is given up (unhealable / partly healed)
+    heal_backoff: float = 1.0  # first retry delay when the venue names none (doubles, with jitter)
+    heal_backoff_max: float = 60.0
+    heal_concurrency: int = 2  # gaps healed at once
+    #: what the venue's trade ids prove: ``"dense"`` (consecutive per symbol: an id range is
+    #: complete when every id in it is found), ``"monotonic"`` (increasing: ids bound a time
+    #: window, completeness comes from paging through the window), None (no usable order)
+    history_ids: ClassVar[str | None] = None
+    #: resolution of the stream's trade times in ns (Binance: ms): a heal window's edges are
+    #: widened to whole units, and trades at the edges are matched against what was streamed
+    trade_time_resolution: ClassVar[int] = 1
+
     def __init__(
         self,
         url: str | None = None,
@@ -292,6 +311,15 @@ class Venue:
 
         return WsClient(self, sink, raw_sink, on_fatal, transport)
 
+    def history_pager(self, spec):
+        """A :class:`~wrdata.streaming.heal.HistoryPager` fetching the trades of one heal
+        window (:class:`~wrdata.streaming.heal.HealSpec`), or None: the venue has no usable
+        history API (gaps then get an ``unhealable`` outcome)."""
+        return None
+
+
+_MAX_BAD_KINDS = 100  # kinds of bad frame logged per connection
+
 
 class Session:
     """One physical connection's protocol state. Subclass per venue."""
@@ -311,15 +339,6 @@ class Session:
         #: set when the venue reports a condition that only a new connection cures (an auth
         #: timeout, a slow-client error, a connection-limit error that may clear): the
         #: runner drops this connection and reconnects with backoff (an outage, with gap events)
-    def history_pager(self, spec):
-        """A :class:`~wrdata.streaming.heal.HistoryPager` fetching the trades of one heal
-        window (:class:`~wrdata.streaming.heal.HealSpec`), or None: the venue has no usable
-        history API (gaps then get an ``unhealable`` outcome)."""
-        return None
-
-
-_MAX_BAD_KINDS = 100  # kinds of bad frame logged per connection
-
         self.reconnect_requested: str | None = None
         self.bad_frames = 0
         self._bad_kinds: set[str] = set()

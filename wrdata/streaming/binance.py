@@ -25,6 +25,15 @@ spot API docs ``web-socket-streams.md`` and ``rest-api.md``, CHANGELOG to 2026-0
 - Instruments: ``GET /api/v3/exchangeInfo`` (``symbols[].symbol``, ``status``,
   ``PRICE_FILTER.tickSize``, ``LOT_SIZE.stepSize``).
 
+History (gap healing, ``shared/providers/rest-history.md`` §1, Binance's ``rest-api.md``):
+``GET /api/v3/historicalTrades?symbol=&fromId=&limit=`` (``limit`` ≤ 1000, weight 25, no
+key since 2023-07, not on data-api.binance.vision): rows ``{"id","price","qty","quoteQty",
+"time","isBuyerMaker","isBestMatch"}`` oldest first, ``id`` the same counter as ``@trade``'s
+``t``, so a gap heals exactly by id: from the first missing id, pages of at most the ids
+still missing. Deep history is not served (``fromId=1`` answers from a recent id): a first
+row past the asked id means the ids before it are gone. ``REQUEST_WEIGHT`` 6000 per minute
+per IP; 429, then 418 (a ban) with ``Retry-After``.
+
 Choices: streams named at connect go in the URL (they do not count against the
 5 messages/s budget, so a reconnect of 1024 streams is one request); later changes are
 ``SUBSCRIBE``/``UNSUBSCRIBE`` frames, one per 250 ms (``control_interval``), which
@@ -49,6 +58,7 @@ from .base import (
     UnsupportedChannelError,
     Venue,
 )
+from .heal import HealSpec, HistoryPager, Row
 
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 PARTIAL_DEPTHS = (5, 10, 20)
@@ -186,6 +196,13 @@ class BinanceVenue(Venue):
     silence_timeout = 50.0
     depth_snapshot_limit = 1000  # REST weight 50; levels beyond it stay unknown until they change
     depth_speed = "@100ms"  # diff and partial depth update speed ("" for 1000 ms)
+    # healing: trade ids are consecutive per symbol; stream times are milliseconds.
+    # 6000 weight a minute per IP is shared with everything else on the host: heal with a
+    # fifth of it (48 historicalTrades pages a minute), bursts of 4 pages
+    history_ids = "dense"
+    trade_time_resolution = 1_000_000
+    history_rate = 20.0
+    history_burst = 100.0
 
     def derive_rest_url(self, ws_url: str) -> str:
         if "stream.binance.com" in ws_url or "data-stream.binance.vision" in ws_url:
@@ -247,6 +264,9 @@ class BinanceVenue(Venue):
 
     def session(self, conn: int, streams: list[Hashable]) -> "BinanceSession":
         return BinanceSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> BinanceHistory | None:
+        return BinanceHistory(self, spec) if spec.channel == "trade" else None
 
 
 class _BookSync:
@@ -512,3 +532,81 @@ class BinanceSession(Session):
                 return []
             return self.bad_frame(f"stream {env.stream}", payload, ts, seq, "unknown or malformed stream payload")
         return self.bad_frame("unknown", payload, ts, seq, "not a stream event or a control reply")
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _HistTrade(msgspec.Struct):
+    id: int
+    price: Finite
+    qty: Finite
+    time: int
+    isBuyerMaker: bool
+
+
+_hist_trades = msgspec.json.Decoder(list[_HistTrade], strict=False)
+
+
+class BinanceHistory(HistoryPager):
+    """``historicalTrades`` by id from the first missing one (see the module doc)."""
+
+    weight = 25.0
+    page = 1000
+
+    def __init__(self, venue: BinanceVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        self.next_id = spec.after_id + 1 if spec.after_id is not None else None
+        if self.next_id is None:
+            # the ids start where the stream last delivered: without a trade before the gap
+            # there is no id to start from (historicalTrades has no time parameter)
+            self.exhausted = True
+            self.notes.append("no trade was delivered before the gap, so there is no trade id to heal from")
+
+    def _next(self) -> HttpRequest | None:
+        sp = self.spec
+        limit = self.page
+        if sp.before_id is not None:
+            left = sp.before_id - self.next_id
+            if left <= 0:
+                self.complete = True
+                return None
+            limit = min(limit, left)
+        return HttpRequest(
+            f"{self.venue.rest_url}/api/v3/historicalTrades",
+            {"symbol": sp.symbol, "fromId": self.next_id, "limit": limit},
+            purpose="history",
+        )
+
+    def _error(self, response: HttpResponse) -> Exception:
+        from .heal import HistoryError
+
+        try:
+            doc = msgspec.json.decode(response.body)
+            text = f"{doc.get('code')} {doc.get('msg')}"
+        except (msgspec.DecodeError, AttributeError):
+            text = response.body[:200].decode(errors="replace")
+        return HistoryError(f"historicalTrades refused (HTTP {response.status}: {text})")
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        from .heal import HistoryError
+
+        try:
+            rows = _hist_trades.decode(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise HistoryError(f"malformed historicalTrades page: {e}") from None
+        sp = self.spec
+        asked = self.next_id
+        if not rows:
+            self.exhausted = True
+            self.notes.append(f"the history has no trades from id {asked} on")
+            return []
+        if rows[0].id > asked:
+            self.notes.append(f"the history starts at id {rows[0].id}: ids from {asked} are no longer served")
+        self.next_id = rows[-1].id + 1
+        if sp.before_id is not None:
+            if self.next_id >= sp.before_id:
+                self.complete = True
+        elif self.hi is not None and rows[-1].time * 1_000_000 > self.hi:
+            self.complete = True  # paged past the end of the window
+        ms = 1_000_000
+        return [(r.time * ms, r.price, r.qty, "sell" if r.isBuyerMaker else "buy", r.id, None, None, None) for r in rows]

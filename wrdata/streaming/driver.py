@@ -15,6 +15,8 @@ import msgspec
 
 from ..message import StreamMessage
 from .base import HttpRequest, HttpResponse, Session, Venue, redact_url
+from .heal import DIRECTION as HEAL
+from .heal import HealReplay
 
 log = logging.getLogger("wrdata.streaming.driver")
 
@@ -35,6 +37,8 @@ class RawDriver:
         self.venue = venue
         self.sessions: dict[int, Session] = {}
         self.pending: dict[int, list[HttpRequest]] = {}
+        #: heal jobs by their connection id (raw direction ``heal`` starts one)
+        self.heals: dict[int, HealReplay] = {}
 
     def session(self, conn: int, streams: list[Hashable] | None = None) -> Session:
         s = self.sessions.get(conn)
@@ -46,6 +50,8 @@ class RawDriver:
     def feed(
         self, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None
     ) -> list[StreamMessage]:
+        if direction == HEAL or conn in self.heals:
+            return self._heal(conn, seq, ts_recv, direction, url, payload, status)
         if direction == "in":
             s = self.session(conn)
             try:
@@ -79,6 +85,19 @@ class RawDriver:
             out = s.on_sent(payload, ts_recv, seq)
             self._collect(conn, s)
             return out
+        return []
+
+    def _heal(self, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None) -> list[StreamMessage]:
+        """A heal job's rows: its spec, the history answers it got, its outcome events."""
+        if direction == HEAL:
+            self.heals[conn] = HealReplay(self.venue, conn, payload)
+            return []
+        job = self.heals[conn]
+        if direction == "rest":
+            return job.rest(url, 200 if status is None else status, payload, ts_recv, seq, _path)
+        if direction == "event":
+            msg = _decode_event(payload)
+            return job.event(msg) + [msg]
         return []
 
     def _collect(self, conn: int, s: Session) -> None:

@@ -30,14 +30,18 @@ class Consumer:
 
     __slots__ = (
         "maxsize", "include_status", "queue", "waiter", "dropped", "dropped_pending", "error", "finished",
-        "on_overflow", "providers", "symbols", "_overflowing", "label",
+        "on_overflow", "providers", "symbols", "_overflowing", "label", "include_backfill",
     )
 
-    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE, include_status: bool = False, label: str = "") -> None:
+    def __init__(
+        self, maxsize: int = DEFAULT_QUEUE_SIZE, include_status: bool = False, label: str = "", include_backfill: bool = False
+    ) -> None:
         if maxsize <= 0:
             raise ValueError("queue size must be positive")
         self.maxsize = maxsize
         self.include_status = include_status
+        #: live: also receive trades healed from the venue's history (source "backfill")
+        self.include_backfill = include_backfill
         self.queue: deque[StreamMessage] = deque()
         self.waiter: asyncio.Future | None = None
         self.dropped = 0  # total over the consumer's life
@@ -141,6 +145,17 @@ class Hub:
                 self._status(m)
                 continue
             sinks = routes.get((m.provider, m.symbol, m.channel))
+            if sinks is not None:
+                for put in sinks:
+                    put(m)
+
+    def publish_backfill(self, msgs: list[StreamMessage]) -> None:
+        """Healed trades (:mod:`wrdata.streaming.heal`): only to consumers that asked for them
+        (their routes are keyed ``backfill:<channel>``); stages (bars, books) never see them,
+        since what they built from the stream is already out."""
+        routes = self.routes
+        for m in msgs:
+            sinks = routes.get((m.provider, m.symbol, "backfill:" + (m.channel or "")))
             if sinks is not None:
                 for put in sinks:
                     put(m)

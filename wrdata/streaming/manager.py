@@ -154,6 +154,11 @@ class Source:
             route = (sub.provider, sub.symbol, ch.route)
             hub.attach(route, put)
             sub.detach.append(lambda: hub.detach(route, put))
+            if consumer.include_backfill and ch.message_kind == "trade":
+                # healed trades come on a route of their own (Hub.publish_backfill)
+                healed = (sub.provider, sub.symbol, "backfill:" + ch.route)
+                hub.attach(healed, put)
+                sub.detach.append(lambda: hub.detach(healed, put))
 
     def consumer_done(self, consumer: Consumer) -> None:
         if not any(s.consumer is consumer for s in self.subscriptions):
@@ -187,6 +192,8 @@ class StreamManager(Source):
         #: called with (provider, error) when a provider stops for good (credentials refused)
         self.fatal_hooks: list[Callable[[str, Exception], None]] = []
         self._instrument_locks: dict[str, asyncio.Lock] = {}
+        #: gap healing (venues with the ``heal`` option): created with the first such client
+        self.healer = None
         for name in list(self.endpoints) + list(self.rest_endpoints) + list(self.options):
             registry.venue_class(name)  # unknown provider names fail here, clearly
 
@@ -240,7 +247,15 @@ class StreamManager(Source):
         c = self.clients.get(name)
         if c is None:
             sink, raw = self._sinks()
-            c = self.clients[name] = self.venue(name).client(sink, raw, self._fatal, self.transport)
+            venue = self.venue(name)
+            c = self.clients[name] = venue.client(sink, raw, self._fatal, self.transport)
+            if venue.heal:
+                if self.healer is None:
+                    from .heal import Healer
+
+                    self.healer = Healer(self)
+                    self.add_tap(self.healer)
+                self.healer.attach(venue, c)
         return c
 
     def _fatal(self, provider: str, err: Exception) -> None:
@@ -342,6 +357,8 @@ class StreamManager(Source):
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        if self.healer is not None:
+            await self.healer.close()
         clients = list(self.clients.values())
         self.clients.clear()
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
