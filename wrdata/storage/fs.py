@@ -232,6 +232,30 @@ class StorageFS:
         # dot prefix: pyarrow.dataset, DuckDB globs (*.parquet) and Spark all skip it
         return f"{d}/.{name}.tmp-{os.getpid()}"
 
+    def remove_stale_tmps(self, final: str) -> int:
+        """Remove the temporary files of ``final`` that other processes left: they died
+        writing it (a SIGKILL mid-seal). The caller seals the segment behind ``final``, which
+        only the segment's owner or a recoverer holding its writer's lock does, so no live
+        process is writing them. Returns how many were removed."""
+        d, name = final.rsplit("/", 1)
+        prefix, mine = f".{name}.tmp-", self.seal_tmp_path(final).rsplit("/", 1)[1]
+        if self.local:
+            try:
+                stale = [f"{d}/{n}" for n in os.listdir(d) if n.startswith(prefix) and n != mine]
+            except FileNotFoundError:
+                return 0
+        else:
+            infos = self.fs.get_file_info(pafs.FileSelector(d, allow_not_found=True))
+            stale = [i.path for i in infos if i.base_name.startswith(prefix) and i.base_name != mine]
+        for path in stale:
+            try:
+                os.remove(path) if self.local else self.fs.delete_file(path)
+            except FileNotFoundError:
+                pass
+        if stale:
+            log.info("storage: removed %d temporary file(s) of an interrupted seal of %s", len(stale), final)
+        return len(stale)
+
     def seal_open(self, final: str):
         """``(file-like, tmp_path)`` to write a sealed file that will become ``final``."""
         tmp = self.seal_tmp_path(final)

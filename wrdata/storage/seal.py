@@ -110,6 +110,7 @@ def _seal(fs, segment_path, table, provider, day, writer, level, rg_rows, rg_byt
     # first_ts/last_ts, known at the end
     directory = partition_dir(fs.root, table, provider, day)
     placeholder = f"{directory}/{segment_path.rsplit('/', 1)[-1]}.parquet"
+    fs.remove_stale_tmps(placeholder)  # a seal of this segment killed half-way left its file
     batches = reader
     if sort:
         batches = list(reader)
