@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
@@ -23,6 +24,7 @@ from ..message import StreamMessage, status_message
 log = logging.getLogger("wrdata.streaming.hub")
 
 DEFAULT_QUEUE_SIZE = 10_000
+OVERFLOW_LOG_INTERVAL = 10.0  # seconds between warnings about a consumer that stays behind
 
 
 class Consumer:
@@ -107,6 +109,7 @@ class Hub:
         self.timed: list = []  # stages with on_time(now_ns): derived bars
         self.overflows = 0
         self.on_overflow_hooks: list[Callable[[Consumer, StreamMessage], None]] = []
+        self._overflow_logged: dict[Consumer, tuple[float, int]] = {}  # when, and the consumer's drops then
 
     # -- wiring ----------------------------------------------------------------------
     def attach(self, key: tuple[str, str | None, str | None], put: Callable[[StreamMessage], None]) -> None:
@@ -130,10 +133,21 @@ class Hub:
 
     def unregister(self, consumer: Consumer) -> None:
         self.consumers.discard(consumer)
+        self._overflow_logged.pop(consumer, None)
 
     def _overflowed(self, consumer: Consumer, dropped: StreamMessage) -> None:
         self.overflows += 1
-        log.warning("consumer %s fell behind (queue of %d full): dropping oldest messages", consumer.label or id(consumer), consumer.maxsize)
+        # a consumer that stays behind overflows again after every overflow event it reads:
+        # one warning, then one every OVERFLOW_LOG_INTERVAL with the count, not a log flood
+        now = time.monotonic()
+        last = self._overflow_logged.get(consumer)
+        if last is None:
+            log.warning("consumer %s fell behind (queue of %d full): dropping oldest messages", consumer.label or id(consumer), consumer.maxsize)
+            self._overflow_logged[consumer] = (now, consumer.dropped)
+        elif now - last[0] >= OVERFLOW_LOG_INTERVAL:
+            log.warning("consumer %s still behind: %d messages dropped in the last %.0f s (%d in all)", consumer.label or id(consumer),
+                        consumer.dropped - last[1], now - last[0], consumer.dropped)
+            self._overflow_logged[consumer] = (now, consumer.dropped)
         for hook in self.on_overflow_hooks:
             hook(consumer, dropped)
 
