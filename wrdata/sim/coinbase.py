@@ -31,7 +31,10 @@ file), not from wrdata's client. Facts relied on:
   updates (``bid``/``offer``, absolute ``new_quantity``, ``"0"`` deletes), per product.
 * REST: ``GET /api/v3/brokerage/market/products`` (``product_ids`` filter, ``limit``) and
   ``/api/v3/brokerage/market/products/<id>``; unknown product: 404
-  ``{"error":"NOT_FOUND","message":"...","error_details":"..."}``.
+  ``{"error":"NOT_FOUND","message":"...","error_details":"..."}``. Trade history (gap
+  healing): ``/api/v3/brokerage/market/products/<id>/ticker?limit=&start=&end=`` ("Get
+  Public Market Trades"): the last ``limit`` retained trades inside the window (UNIX
+  seconds), newest first, no cursor; withheld trades included; ``page_limit`` shortens it.
 
 Faults beyond the shared ones: :meth:`CoinbaseSimulator.skip_sequence` loses messages
 (the ``sequence_num`` jumps, as when Coinbase drops a message for a slow client).
@@ -153,6 +156,8 @@ class CoinbaseSimulator(SimServer):
     """
 
     venue = "coinbase"
+    #: rows per market-trades answer at most (the docs give no maximum; clients ask up to 1000)
+    max_trades_page = 1000
 
     def __init__(
         self,
@@ -215,6 +220,7 @@ class CoinbaseSimulator(SimServer):
         self.route("/api/v3/brokerage/market/products", self._r_products)
         for p in market.symbols:
             self.route(f"/api/v3/brokerage/market/products/{p}", self._r_product)
+            self.route(f"/api/v3/brokerage/market/products/{p}/ticker", self._r_market_trades)
 
     @staticmethod
     def cli_options() -> list:
@@ -590,6 +596,36 @@ class CoinbaseSimulator(SimServer):
                 404, {"error": "NOT_FOUND", "message": "ProductID is invalid", "error_details": "ProductID is invalid"}
             )
         return json_response(self._product(self.market.spec(product)))
+
+    def _r_market_trades(self, req: RestRequest) -> RestResponse:
+        """Get (Public) Market Trades: the last ``limit`` trades (required) inside ``start``..
+        ``end`` (UNIX seconds, optional; ``end`` exclusive here: the docs do not say),
+        newest first, with the best bid and ask. No cursor: a client pages by narrowing
+        the window. At most ``max_trades_page`` rows, fewer with the ``page_limit`` fault."""
+        product = req.path.split("/")[-2]
+        spec = self.market.spec(product)
+        limit = req.get("limit")
+        if not limit or not limit.isdigit() or int(limit) <= 0:
+            raise RestError(400, {"error": "INVALID_ARGUMENT", "message": "limit is required and must be positive",
+                                  "error_details": "limit is required and must be positive"})
+        bounds = []
+        for name in ("start", "end"):
+            v = req.get(name)
+            if v in (None, ""):
+                bounds.append(None)
+            elif v.isdigit():
+                bounds.append(int(v) * NS)
+            else:
+                raise RestError(400, {"error": "INVALID_ARGUMENT", "message": f"invalid {name}", "error_details": f"invalid {name}"})
+        n = self.faults.clip_page(min(int(limit), self.max_trades_page))
+        trades = self.market.trades_in(product, bounds[0], bounds[1])[-n:]
+        bid, _, ask, _ = self.market.book(product).best()
+        rows = []
+        for t in reversed(trades):
+            row = self._trade_row(spec, t)
+            row.update(bid="", ask="", exchange="")  # present in answers, empty (ccxt's captured response)
+            rows.append(row)
+        return json_response({"trades": rows, "best_bid": spec.fmt_price(bid), "best_ask": spec.fmt_price(ask)})
 
     def rest_error(self, status: int, kind: str, retry_after: int | None = None) -> RestResponse:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}

@@ -35,6 +35,10 @@ wrdata's client. Facts relied on:
   "ordermin","costmin",...}}}``; the key is the REST name, or the pair as the request
   spelled it (python-kraken-sdk's order book reads ``result[<its pair>]``). Unknown:
   ``{"error":["EQuery:Unknown asset pair"]}``.
+* REST ``GET /0/public/Trades?pair=&since=&count=`` ("Get Recent Trades", gap healing):
+  ``{"error":[],"result":{<REST name>:[[price, volume, time (float s), "b"|"s", "m"|"l",
+  misc, trade_id], ...],"last":"<ns>"}}``, oldest first after ``since`` (a cursor: the
+  previous answer's ``last``), ``count`` ≤ 1000; withheld trades included.
 
 Faults beyond the shared ones: :meth:`KrakenSimulator.corrupt_checksum` (the next book
 messages carry a wrong checksum, as if the client had missed an update).
@@ -160,6 +164,7 @@ class KrakenSimulator(SimServer):
         self._corrupt: dict[str | None, int] = {}
         self._next_heartbeat = 0
         self.route("/0/public/AssetPairs", self._r_asset_pairs)
+        self.route("/0/public/Trades", self._r_trades)
 
     @staticmethod
     def cli_options() -> list:
@@ -454,6 +459,39 @@ class KrakenSimulator(SimServer):
                 return json_response({"error": ["EQuery:Unknown asset pair"]}, 400)
             result[name.strip()] = self._pair_info(spec)
         return json_response({"error": [], "result": result})
+
+    def _r_trades(self, req: RestRequest) -> RestResponse:
+        """Get Recent Trades: retained trades after ``since`` (a ns timestamp, or seconds;
+        exclusive), at most ``count`` (1..1000, default 1000; ``page_limit`` shortens it),
+        oldest first, rows ``[price, volume, time (float s), b|s, m|l, misc, trade_id]``
+        under the pair's REST name, and ``last`` (ns, string) to pass as the next ``since``."""
+        spec = self._pair(req.get("pair"))
+        if spec is None:
+            return json_response({"error": ["EQuery:Unknown asset pair"]}, 400)
+        since, count = req.get("since"), req.get("count")
+        try:
+            after = None if not since else (int(since) if since.isdigit() and len(since) > 12 else int(float(since) * NS))
+            n = 1000 if not count else int(count)
+        except ValueError:
+            return json_response({"error": ["EGeneral:Invalid arguments"]}, 400)
+        if not 1 <= n <= 1000:
+            return json_response({"error": ["EGeneral:Invalid arguments:count"]}, 400)
+        trades = self.market.trades_in(spec.symbol, None if after is None else after + 1)[: self.faults.clip_page(n)]
+        rows = [
+            f'["{spec.fmt_price(t.price)}","{spec.fmt_qty(t.qty)}",{t.ts_ns // 1000 / 1e6!r},"{"s" if t.buyer_maker else "b"}",'
+            f'"{"m" if t.qty % 2 else "l"}","",{t.trade_id}]'
+            for t in trades
+        ]
+        last = trades[-1].ts_ns if trades else (after or 0)
+        body = f'{{"error":[],"result":{{"{spec.base_asset}{spec.quote_asset}":[{",".join(rows)}],"last":"{last}"}}}}'
+        return RestResponse(200, body.encode())
+
+    def _pair(self, name: str | None) -> SymbolSpec | None:
+        for spec in self.market.specs.values():
+            ws = _wsname(spec.symbol)
+            if name in (spec.symbol, ws, ws.replace("/", ""), spec.base_asset + spec.quote_asset):
+                return spec
+        return None
 
     def rest_error(self, status: int, kind: str, retry_after: int | None = None) -> RestResponse:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}

@@ -835,6 +835,14 @@ class SyntheticMarket:
             start = max(0, from_id - dq[0].trade_id)
         return [dq[i] for i in range(start, min(len(dq), start + limit))]
 
+    def trades_in(self, symbol: str, start_ns: int | None = None, end_ns: int | None = None) -> list[Trade]:
+        """Retained trades with ``start_ns <= ts < end_ns`` (open bounds when None), oldest first:
+        what time-windowed history endpoints (Coinbase, Kraken, the stock venues) serve."""
+        dq = self._by_symbol[symbol].trades
+        lo = 0 if start_ns is None else _bisect_deque(dq, start_ns)
+        hi = len(dq) if end_ns is None else _bisect_deque(dq, end_ns)
+        return [dq[i] for i in range(lo, hi)]
+
     def aggs_from(
         self, symbol: str, from_id: int | None = None, limit: int = 500, *, start_ns: int | None = None, end_ns: int | None = None
     ) -> list[AggTrade]:

@@ -52,6 +52,16 @@ Exchange feed (``wss://ws-feed.exchange.coinbase.com``; the recorded sample's pr
   ``GET https://api.exchange.coinbase.com/products`` ``[{"id","quote_increment",...}]``.
   Chosen when the URL names ``ws-feed``/``ws-direct`` or ``feed="exchange"``.
 
+History (gap healing; ``shared/providers/rest-history.md`` §2, Coinbase's "Get Public
+Market Trades"): ``GET /api/v3/brokerage/market/products/{id}/ticker?limit=&start=&end=``
+(public; ``limit`` required, ``start``/``end`` UNIX seconds) answers the last ``limit``
+trades inside the window, newest first, ``{"trades":[{trade_id, product_id, price, size,
+time, side, bid, ask}], "best_bid", "best_ask"}``; no cursor and no trade-id parameter.
+A window whose page comes back full is split at its oldest trade's second and asked again;
+trade ids match ``market_trades``' (the same digits; believed the same space). Public
+endpoints allow about 10 requests a second per IP (429 beyond). The Exchange feed's own
+``/products/{id}/trades`` is not used: Exchange-feed gaps are not healed.
+
 Choices
 - Old trades (the ``market_trades`` snapshot, Exchange ``last_match``) are not new data:
   on a first subscription they only mark where the stream starts; on a resubscription
@@ -90,6 +100,7 @@ from .base import (
     UnsupportedChannelError,
     Venue,
 )
+from .heal import HealSpec, HistoryError, HistoryPager, Row
 from .timeparse import rfc3339_ns
 
 log = logging.getLogger("wrdata.streaming.coinbase")
@@ -380,6 +391,12 @@ class CoinbaseVenue(Venue):
     bar_grace = 0.5
     #: "advanced", "exchange", or "auto" (from the URL)
     feed = "auto"
+    # healing: Advanced Trade's trade ids increase but are not promised consecutive, so they
+    # bound the window and completeness comes from paging through it; times are µs
+    history_ids = "monotonic"
+    trade_time_resolution = 1_000
+    history_rate = 5.0  # half the public 10 requests/s
+    history_burst = 5.0
 
     def __init__(self, url: str | None = None, rest_url: str | None = None, credentials: dict[str, str] | None = None,
                  **options: Any) -> None:
@@ -490,6 +507,11 @@ class CoinbaseVenue(Venue):
         if self.feed == "exchange":
             return CoinbaseExchangeSession(self, conn, streams)
         return CoinbaseSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> CoinbaseHistory | None:
+        if self.feed != "advanced" or spec.channel != "trade":
+            return None
+        return CoinbaseHistory(self, spec)
 
 
 # -- shared by both feeds -------------------------------------------------------------------------
@@ -913,3 +935,67 @@ class CoinbaseExchangeSession(_CoinbaseBase):
                 self.ready = True
             return self._error(f"venue error: {m.message} {m.reason}".strip(), ts_recv, seq)
         return []  # heartbeat
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _MarketTrades(msgspec.Struct):
+    trades: list[_Trade] = []
+
+
+_market_trades = msgspec.json.Decoder(_MarketTrades, strict=False)
+
+
+class CoinbaseHistory(HistoryPager):
+    """Public market trades by time window, split where a page comes back full (module doc)."""
+
+    page = 1000
+
+    def __init__(self, venue: CoinbaseVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        self.have: set[int] = set()
+        if self.lo is None or self.hi is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+            return
+        self.start_s = self.lo // _NS
+        self.end_s = self.hi // _NS + 1  # exclusive: the window's last second is asked whole
+
+    def _next(self) -> HttpRequest | None:
+        return HttpRequest(
+            f"{self.venue.rest_url}/api/v3/brokerage/market/products/{self.spec.symbol}/ticker",
+            {"limit": self.page, "start": str(self.start_s), "end": str(self.end_s)},
+            purpose="history",
+        )
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        try:
+            doc = _market_trades.decode(response.body)
+            rows = [(rfc3339_ns(t.time), t.price, t.size, t.side, int(t.trade_id)) for t in doc.trades]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            raise HistoryError(f"malformed market trades page: {e}") from None
+        maker = self.venue.side_is_maker
+        new = [r for r in rows if r[4] not in self.have]
+        self.have.update(r[4] for r in rows)
+        sp = self.spec
+        if not new:
+            self.complete = True  # the narrowed window holds nothing more: the window is read
+        else:
+            oldest = min(r[0] for r in rows)
+            if oldest < self.lo or (sp.after_id is not None and min(r[4] for r in rows) <= sp.after_id):
+                self.complete = True  # the page reaches back to what was streamed before the gap
+            elif oldest // _NS + 1 < self.end_s:
+                self.end_s = oldest // _NS + 1  # older trades may exist: ask up to (and with) that second
+            elif len(rows) >= int(request.params["limit"]):
+                # a full page inside one second: seconds are the API's finest window
+                self.exhausted = True
+                self.notes.append(f"more than {len(rows)} trades in the second at {oldest // _NS}: the API cannot page inside a second")
+        return [(ts, price, size, _side(side, maker), tid, None, None, None) for ts, price, size, side, tid in rows]
+
+
+def _side(side: str, maker: bool) -> str | None:
+    """The aggressor from a BUY/SELL ``side`` (the maker's side unless ``side_is_maker`` is off)."""
+    s = side.lower()
+    if s not in ("buy", "sell"):
+        return None
+    return ("sell" if s == "buy" else "buy") if maker else s

@@ -491,7 +491,9 @@ class _ProviderHeal:
                     return
         job = _Job(self, m.symbol, m.channel, m)
         job.conn = self.healer.next_conn()
-        job.start_ns = st.last_ts
+        # the window starts at the last trade delivered before the gap; with none, where
+        # the gap says it started (venues healing by time can still use that)
+        job.start_ns = st.last_ts if st.last_ts is not None else m.gap_start_ns
         if m.first_missing_id is not None and self.venue.history_ids is not None:
             job.after_id = m.first_missing_id - 1
             job.before_id = m.last_missing_id + 1 if m.last_missing_id is not None else None
@@ -550,7 +552,8 @@ class _ProviderHeal:
 
     async def run(self, job: _Job) -> None:
         venue, pager = self.venue, job.pager
-        failures = 0
+        failures = 0  # failed answers in a row (outages, errors): heal_attempts of them give up
+        throttled = 0  # rate-limit answers in a row: honoured, not failures, but not forever either
         try:
             async with self.slots:
                 while True:
@@ -561,25 +564,34 @@ class _ProviderHeal:
                     resp, ts, seq = await self.healer.fetch(self, job, req)
                     delay: float | None = None
                     why = ""
+                    limited = False
                     if resp.status in RETRY_STATUSES:
                         delay = retry_after(resp)
                         why = f"HTTP {resp.status}" if resp.status else resp.body[:120].decode(errors="replace")
-                        if resp.status in (418, 429):
-                            # the venue counts per IP: every job of this venue waits
-                            self.limiter.hold(delay if delay is not None else self._backoff(failures + 1))
+                        limited = resp.status in (418, 429)
                     else:
                         try:
                             rows = pager.on_response(req, resp, ts, seq)
                         except HistoryRetry as e:
-                            delay, why = e.after, str(e)
-                            self.limiter.hold(delay if delay is not None else self._backoff(failures + 1))
+                            delay, why, limited = e.after, str(e), True
                         except HistoryError as e:
                             pager.fail(str(e))
                             break
                         else:
-                            failures = 0
+                            failures = throttled = 0
                             self.healer.deliver(self, job, rows)
                             continue
+                    if limited:
+                        throttled += 1
+                        if delay is None:
+                            delay = self._backoff(throttled)
+                        # the venue counts per IP (or key): every job of this venue waits
+                        self.limiter.hold(delay)
+                        log.info("%s: heal of %s: rate limited (%s), waiting %.1fs", venue.name, job.symbol, why, delay)
+                        if throttled < max(venue.heal_attempts, 20):
+                            continue  # acquire() waits out the hold
+                        pager.fail(f"history API rate limit not lifted ({why}, {throttled} answers)")
+                        break
                     failures += 1
                     log.info("%s: heal of %s: %s (attempt %d of %d)", venue.name, job.symbol, why, failures, venue.heal_attempts)
                     if failures >= venue.heal_attempts:

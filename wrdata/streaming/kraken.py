@@ -37,6 +37,16 @@ Kraken's docs "Spot WebSocket" (endpoints, v1 vs v2), "Book (Level 2)", "Book ch
   {"XXBTZUSD":{"wsname":"XBT/USD","pair_decimals":1,"lot_decimals":8,"status":
   "online",...}}}``; ``wsname`` uses the v1 names, mapped here to v2 spelling.
 
+History (gap healing; ``shared/providers/rest-history.md`` §3, Kraken's "Get Recent
+Trades"): ``GET /0/public/Trades?pair=<REST name>&since=<cursor>&count=<1..1000>`` answers
+``{"error":[],"result":{<pair>:[[price, volume, time (float s), b|s, m|l, misc,
+trade_id]...],"last":"<ns>"}}`` oldest first; ``since`` is a time cursor (not a trade id):
+the next page asks ``since=<last>``. ``trade_id`` is the WebSocket's per-pair sequence
+(believed the same space), so the window is proven by ids; rows from before about 2023
+have no id (six elements). Public calls are limited per IP and pair (about one a second
+stays safe); a refusal comes as HTTP 200 with ``EGeneral:Too many requests`` or
+``EAPI:Rate limit exceeded`` in ``error``.
+
 Choices: numbers are decoded straight to floats (msgspec, correctly rounded); the
 checksum prints them back with the pair's decimals, which recovers the wire text for
 any value of at most 15 significant digits (every Kraken pair's price and qty). Trade
@@ -60,6 +70,7 @@ from ..channels import Channel, canonical_interval
 from ..message import StreamMessage, status_message
 from .base import HttpRequest, HttpResponse, Session, UnsupportedChannelError, Venue
 from .book import OrderBook
+from .heal import HealSpec, HistoryError, HistoryPager, HistoryRetry, Row
 from .timeparse import rfc3339_ns
 
 log = logging.getLogger("wrdata.streaming.kraken")
@@ -209,6 +220,11 @@ class KrakenVenue(Venue):
     max_symbols_per_request = 100
     #: seconds to wait before resubscribing a book whose checksum failed (python-kraken-sdk waits 3 s)
     checksum_retry_delay = 0.0
+    # healing: trade ids are consecutive per pair; stream times are µs (RFC 3339)
+    history_ids = "dense"
+    trade_time_resolution = 1_000
+    history_rate = 1.0
+    history_burst = 2.0
 
     def derive_rest_url(self, ws_url: str) -> str:
         if "ws.kraken.com" in ws_url or "ws-auth.kraken.com" in ws_url:
@@ -277,6 +293,9 @@ class KrakenVenue(Venue):
 
     def session(self, conn: int, streams: list[Hashable]) -> KrakenSession:
         return KrakenSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> KrakenHistory | None:
+        return KrakenHistory(self, spec) if spec.channel == "trade" else None
 
 
 class _BookState:
@@ -597,3 +616,79 @@ class KrakenSession(Session):
         if r.channel is not None:
             return []  # a channel we do not read
         return self.bad_frame("unknown", payload, ts, seq, err)
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _TradesAnswer(msgspec.Struct):
+    error: list[str] = []
+    result: dict[str, msgspec.Raw] = {}
+
+
+_trades_answer = msgspec.json.Decoder(_TradesAnswer)
+_trade_rows = msgspec.json.Decoder(list[list[Any]])
+_RATE_LIMITED = ("EGeneral:Too many requests", "EAPI:Rate limit exceeded")
+
+
+class KrakenHistory(HistoryPager):
+    """``/0/public/Trades`` from the window's start, by the ``last`` cursor (module doc)."""
+
+    page = 1000
+
+    def __init__(self, venue: KrakenVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        self.seen_ids: set[int] = set()
+        info = (venue.instruments or {}).get(spec.symbol) or {}
+        self.pair = info.get("rest_name") or spec.symbol.replace("/", "")
+        if self.lo is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+        else:
+            self.since = self.lo - 1  # a cursor after which trades come: the window's first µs included
+
+    def _next(self) -> HttpRequest | None:
+        return HttpRequest(
+            f"{self.venue.rest_url}/0/public/Trades",
+            {"pair": self.pair, "since": str(self.since), "count": self.page},
+            purpose="history",
+        )
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        try:
+            doc = _trades_answer.decode(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise HistoryError(f"malformed Trades answer: {e}") from None
+        if doc.error:
+            text = "; ".join(doc.error)
+            if any(e.startswith(_RATE_LIMITED) for e in doc.error):
+                raise HistoryRetry(f"Trades: {text}")
+            raise HistoryError(f"Trades refused: {text}")
+        last = doc.result.get("last")
+        data = [v for k, v in doc.result.items() if k != "last"]
+        try:
+            cursor = int(msgspec.json.decode(last)) if last is not None else None
+            raw = _trade_rows.decode(data[0]) if data else []
+            rows = [
+                (int(round(float(r[2]) * 1e6)) * 1000, float(r[0]), float(r[1]), {"b": "buy", "s": "sell"}.get(r[3]),
+                 int(r[6]) if len(r) > 6 else None)
+                for r in raw
+            ]
+        except (msgspec.DecodeError, ValueError, TypeError, IndexError) as e:
+            raise HistoryError(f"malformed Trades rows: {e}") from None
+        sp = self.spec
+        ids = [r[4] for r in rows if r[4] is not None]
+        fresh = [i for i in ids if i not in self.seen_ids]
+        self.seen_ids.update(ids)
+        if not rows or (ids and not fresh):
+            self.exhausted = True
+            self.notes.append("the history has no more trades after the cursor")
+        elif (sp.before_id is not None and ids and max(ids) >= sp.before_id - 1) or (self.hi is not None and rows[-1][0] > self.hi):
+            self.complete = True
+        elif cursor is None or cursor < self.since:
+            self.exhausted = True
+            self.notes.append("the Trades cursor did not advance")
+        else:
+            # one instant back: trades sharing the last row's time but cut off by the page
+            # come again (ids de-duplicate them) rather than being skipped
+            self.since = cursor - 1
+        return [(ts, price, size, side, tid, None, None, None) for ts, price, size, side, tid in rows]
