@@ -256,10 +256,19 @@ async def test_slow_consumer_overflows_with_a_count(sim):
 
 
 async def test_derived_bars_for_an_interval_binance_lacks(sim):
+    bars = []
     async with ds_for(sim) as ds:
-        bars = await take(ds.stream("BTCUSDT", "bar:2s"), 200, timeout=15)
+
+        async def until_two_closed():
+            async for b in ds.stream("BTCUSDT", "bar:2s"):
+                bars.append(b)
+                if sum(1 for x in bars if x.closed) >= 2:
+                    return
+
+        await asyncio.wait_for(until_two_closed(), 20)
     assert all(b.derived and b.interval == "2s" for b in bars)
     closed = [b for b in bars if b.closed]
-    assert closed, "bars close when a later interval starts"
+    assert len(closed) == 2, "bars close when a later interval starts"
+    assert closed[1].ts_event - closed[0].ts_event >= 2_000_000_000
     for b in closed:
         assert b.low <= b.open <= b.high and b.low <= b.close <= b.high and b.ts_event % 2_000_000_000 == 0
