@@ -84,6 +84,9 @@ class FinnhubSimulator(SimServer):
 
     venue = "finnhub"
 
+    #: the key's plan includes ``/stock/tick`` (premium); False answers 403 as Finnhub does
+    tick_history = True
+
     def __init__(
         self,
         *,
@@ -309,6 +312,8 @@ class FinnhubSimulator(SimServer):
         trade ids; the trades of that UTC date the simulator still holds."""
         if not self._authorized(req):
             return json_response({"error": "Invalid API key"}, 401)
+        if not self.tick_history:  # a plan without tick data: Finnhub's answer to premium endpoints
+            return json_response({"error": "You don't have access to this resource."}, 403)
         sym, date = req.get("symbol") or "", req.get("date") or ""
         try:
             day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)

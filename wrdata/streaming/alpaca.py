@@ -44,6 +44,14 @@ Protocol facts this module relies on (``shared/providers/alpaca.md``; Alpaca's d
   ``https://paper-api.alpaca.markets``) with headers ``APCA-API-KEY-ID`` /
   ``APCA-API-SECRET-KEY``; without ``asset_class`` it lists US equities only.
 
+History (gap healing; ``shared/providers/rest-history.md`` §4, Alpaca's "Historical
+stock data"): ``GET /v2/stocks/trades?symbols=&start=&end=&limit=&feed=&sort=asc&page_token=``
+(key headers; RFC 3339 bounds, inclusive; ``limit`` ≤ 10000 over all symbols; pages by
+``next_page_token`` until it is null), crypto ``/v1beta3/crypto/us/trades`` (no key). Rows are
+the stream's trade fields (``t``, ``x``, ``p``, ``s``, ``c``, ``i``, ``z``; crypto ``tks``).
+``i`` repeats across exchanges, so a trade is known by (time, exchange, id) (:mod:`wrdata.dedupe`).
+Free plans get 403 for SIP data of the last 15 minutes; 200 calls a minute (429 beyond).
+
 Choices:
 
 - ``bar:1m`` subscribes ``bars`` *and* ``updatedBars``: an updated bar (``u``) is a later,
@@ -75,6 +83,7 @@ import calendar
 import difflib
 import logging
 import re
+import time
 from collections.abc import Hashable
 from typing import Any, Union
 
@@ -87,6 +96,7 @@ from .base import (
     ConfigurationError,
     Finite,
     HttpRequest,
+    HttpResponse,
     ProviderError,
     Session,
     SubscriptionError,
@@ -94,6 +104,7 @@ from .base import (
     UnsupportedChannelError,
     Venue,
 )
+from .heal import HealSpec, HistoryError, HistoryPager, Row
 from .runner import WsClient
 
 log = logging.getLogger("wrdata.streaming.alpaca")
@@ -306,6 +317,12 @@ class AlpacaVenue(Venue):
     validate_symbols = True
     #: subscribe at most this many symbols per control frame (each gets its own ack)
     symbols_per_frame = 1000
+    # healing: ids are per exchange (no order); times are ns; free plans: 200 calls a minute
+    trade_time_resolution = 1
+    history_rate = 2.0
+    history_burst = 4.0
+    #: the ``feed`` asked of the history endpoint (None: the stream's feed; ``test`` asks ``sip``)
+    history_feed: str | None = None
 
     def __init__(self, url: str | None = None, rest_url: str | None = None, credentials: dict[str, str] | None = None,
                  **options: Any) -> None:
@@ -408,6 +425,9 @@ class AlpacaVenue(Venue):
 
     def client(self, sink, raw_sink=None, on_fatal=None, transport: str | None = None) -> AlpacaClient:
         return AlpacaClient(self, sink, raw_sink, on_fatal, transport)
+
+    def history_pager(self, spec: HealSpec) -> AlpacaHistory | None:
+        return AlpacaHistory(self, spec) if spec.channel == "trade" else None
 
 
 class AlpacaClient(WsClient):
@@ -749,3 +769,72 @@ __all__ = [
     "msgpack_ts_ns",
     "rfc3339_ns",
 ]
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _HistTrade(msgspec.Struct):
+    t: str
+    p: Finite
+    s: Finite
+    x: str | None = None
+    i: int | None = None
+    c: list[str] | None = None
+    tks: str | None = None
+
+
+class _HistPage(msgspec.Struct):
+    trades: dict[str, list[_HistTrade]] | None = None
+    next_page_token: str | None = None
+
+
+_hist_page = msgspec.json.Decoder(_HistPage)
+
+
+def _rfc3339(ns: int) -> str:
+    s, frac = divmod(ns, 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(s))}.{frac:09d}Z"
+
+
+class AlpacaHistory(HistoryPager):
+    """Trade history of one symbol over the heal window, page by page (module doc)."""
+
+    page = 10_000
+
+    def __init__(self, venue: AlpacaVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        self.token: str | None = None
+        if self.lo is None or self.hi is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+
+    def _next(self) -> HttpRequest | None:
+        v: AlpacaVenue = self.venue  # type: ignore[assignment]
+        sym = self.spec.symbol
+        params: dict[str, Any] = {"symbols": sym, "start": _rfc3339(self.lo), "end": _rfc3339(self.hi), "limit": self.page}
+        if "/" in sym:
+            url, headers = f"{v.rest_url}/v1beta3/crypto/{v.crypto_feed}/trades", None
+        else:
+            url = f"{v.rest_url}/v2/stocks/trades"
+            params["feed"] = v.history_feed or ("sip" if v.feed == "test" else v.feed)
+            headers = {"APCA-API-KEY-ID": v.credentials.get("key", ""), "APCA-API-SECRET-KEY": v.credentials.get("secret", "")}
+        params["sort"] = "asc"
+        if self.token:
+            params["page_token"] = self.token
+        return HttpRequest(url, params, headers=headers, purpose="history")
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        try:
+            page = _hist_page.decode(response.body)
+            rows = (page.trades or {}).get(self.spec.symbol, [])
+            out = [
+                (rfc3339_ns(t.t), t.p, t.s, _SIDE.get(t.tks) if t.tks else None, t.i, None, t.x,
+                 ",".join(t.c) if t.c else None)
+                for t in rows
+            ]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            raise HistoryError(f"malformed trades page: {e}") from None
+        self.token = page.next_page_token
+        if not self.token:
+            self.complete = True  # the last page of the window
+        return out

@@ -26,6 +26,15 @@ client); issues in finnhubio/Finnhub-API #109, #137, #252, #465, #517, #520):
   ``/api/v1/crypto/symbol?exchange=binance``, ``/api/v1/forex/symbol?exchange=oanda``,
   with the key in the ``X-Finnhub-Token`` header (or ``?token=``); rows carry ``symbol``.
 
+History (gap healing; ``shared/providers/rest-history.md`` §6): ``GET /api/v1/stock/tick?
+symbol=&date=YYYY-MM-DD&limit=&skip=`` (premium plans; key in ``X-Finnhub-Token``) answers
+one UTC day's trades as parallel arrays ``{"s","skip","count","total","v","p","t" (ms),
+"x","c"}``, paged by ``skip``. No trade ids: a window is reconciled with the stream by
+(time, price, size) multiset, and an edge millisecond whose streamed trades are not all in
+the history stays unhealed (:mod:`wrdata.streaming.heal`). Crypto symbols have no tick
+history. A plan without it gets 401/403: such gaps are unhealable. Free plans: 60 calls a
+minute, 30 a second.
+
 Choices: the token travels only in the connection URL, which every log line and
 recording shows redacted (:func:`~wrdata.streaming.base.redact_url`), and in a REST
 header, which is never recorded. A refused upgrade (401/403) is fatal. Trades are the
@@ -41,6 +50,7 @@ import asyncio
 import difflib
 import logging
 import re
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -48,7 +58,8 @@ import msgspec
 
 from ..channels import Channel
 from ..message import StreamMessage, status_message
-from .base import AuthenticationError, HttpRequest, Session, UnknownSymbolError, UnsupportedChannelError, Venue
+from .base import AuthenticationError, HttpRequest, HttpResponse, Session, UnknownSymbolError, UnsupportedChannelError, Venue
+from .heal import HealSpec, HistoryError, HistoryPager, Row
 from .runner import WsClient
 
 log = logging.getLogger("wrdata.streaming.finnhub")
@@ -103,6 +114,10 @@ class FinnhubVenue(Venue):
     silence_timeout = 150.0  # the server pings about once a minute while idle
     #: check symbols against Finnhub's symbol lists before subscribing
     validate_symbols = True
+    # healing: no ids; times are ms; 60 calls a minute
+    trade_time_resolution = 1_000_000
+    history_rate = 0.5
+    history_burst = 5.0
 
     @classmethod
     def find_credentials(cls, given: dict[str, str]) -> dict[str, str]:
@@ -147,6 +162,11 @@ class FinnhubVenue(Venue):
 
     def session(self, conn: int, streams: list[Hashable]) -> FinnhubSession:
         return FinnhubSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> FinnhubHistory | None:
+        if spec.channel != "trade" or ":" in spec.symbol:
+            return None  # crypto (BINANCE:BTCUSDT) has candles, not ticks
+        return FinnhubHistory(self, spec)
 
     def client(self, sink, raw_sink=None, on_fatal=None, transport: str | None = None) -> FinnhubClient:
         return FinnhubClient(self, sink, raw_sink, on_fatal, transport)
@@ -290,3 +310,65 @@ class FinnhubSession(Session):
 
 
 __all__ = ["FinnhubAuthError", "FinnhubClient", "FinnhubSession", "FinnhubVenue"]
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _TickPage(msgspec.Struct):
+    total: int = 0
+    count: int = 0
+    skip: int = 0
+    t: list[int] = []
+    p: list[float] = []
+    v: list[float] = []
+    c: list[list[str] | None] | None = None
+
+
+_tick_page = msgspec.json.Decoder(_TickPage)
+_DAY_MS = 86_400_000
+
+
+class FinnhubHistory(HistoryPager):
+    """``/stock/tick`` for each UTC day the window touches, by ``skip`` (module doc)."""
+
+    page = 25_000
+
+    def __init__(self, venue: FinnhubVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        if self.lo is None or self.hi is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+            return
+        self.day = self.lo // 1_000_000 // _DAY_MS
+        self.last_day = self.hi // 1_000_000 // _DAY_MS
+        self.skip = 0
+
+    def _next(self) -> HttpRequest | None:
+        date = time.strftime("%Y-%m-%d", time.gmtime(self.day * 86_400))
+        return HttpRequest(
+            f"{self.venue.rest_url}/api/v1/stock/tick",
+            {"symbol": self.spec.symbol, "date": date, "limit": self.page, "skip": self.skip},
+            headers={"X-Finnhub-Token": self.venue.credentials.get("key", "")},
+            purpose="history",
+        )
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        try:
+            pg = _tick_page.decode(response.body)
+            n = len(pg.t)
+            if not (len(pg.p) == len(pg.v) == n) or (pg.c is not None and len(pg.c) != n):
+                raise ValueError("arrays of different lengths")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+            raise HistoryError(f"malformed tick page: {e}") from None
+        ms = 1_000_000
+        conds = pg.c or [None] * n
+        rows = [(pg.t[i] * ms, pg.p[i], float(pg.v[i]), None, None, None, None, ",".join(conds[i]) if conds[i] else None)
+                for i in range(n)]
+        self.skip += n
+        past = n and pg.t[-1] * ms > self.hi  # ticks come in time order: the window is behind us
+        if past or n == 0 or self.skip >= pg.total:
+            if past or self.day >= self.last_day:
+                self.complete = True
+            else:
+                self.day, self.skip = self.day + 1, 0
+        return rows

@@ -54,6 +54,15 @@ Choices:
 - ``auth_failed`` is fatal; ``auth_timeout``, ``slow_consumer`` and ``force_disconnect``
   reconnect; ``max_connections`` reconnects (the other connection may be a dead one of
   ours) and is fatal after ``max_connection_kicks`` in a row.
+- History (gap healing; ``shared/providers/rest-history.md`` §5, Massive's "Trades"):
+  ``GET /v3/trades/{ticker}?timestamp.gte=<ns>&timestamp.lte=<ns>&order=asc&limit=`` (key
+  as a Bearer token; stocks ``AAPL``, crypto ``X:BTCUSD``; ``limit`` ≤ 50000; default order
+  is newest first, so ``order=asc`` is always sent), then ``next_url`` (its path and query
+  on our REST base, as the SDK does) until it is absent. Rows ``{conditions, exchange
+  (int), id (string, per exchange), price, size, sip_timestamp (ns), sequence_number}``;
+  crypto ``participant_timestamp``. ``id`` is the stream's ``i`` and ``exchange`` its ``x``,
+  so a trade is known by (exchange, id) (:mod:`wrdata.dedupe`); REST times are ns where the
+  stream's are ms. Free plans: 5 requests a minute (429 beyond).
 - Symbols are not validated up front: the ticker list is paged (1000 per page, tens of
   thousands of tickers) and free keys get 5 REST calls a minute.
 """
@@ -69,7 +78,8 @@ import msgspec
 
 from ..channels import Channel
 from ..message import StreamMessage, status_message
-from .base import AuthenticationError, ProviderError, Session, UnsupportedChannelError, Venue
+from .base import AuthenticationError, HttpRequest, HttpResponse, ProviderError, Session, UnsupportedChannelError, Venue
+from .heal import HealSpec, HistoryError, HistoryPager, Row
 
 log = logging.getLogger("wrdata.streaming.polygon")
 
@@ -249,6 +259,11 @@ class PolygonVenue(Venue):
     topics_per_frame = 1000
     #: ``max_connections`` this many times in a row stops the provider
     max_connection_kicks = 3
+    # healing: ids are per exchange (no order); the stream's times are ms; the free plan
+    # allows 5 REST calls a minute
+    trade_time_resolution = 1_000_000
+    history_rate = 5 / 60
+    history_burst = 5.0
 
     def __init__(self, url: str | None = None, rest_url: str | None = None, credentials: dict[str, str] | None = None,
                  **options: Any) -> None:
@@ -308,6 +323,9 @@ class PolygonVenue(Venue):
 
     def session(self, conn: int, streams: list[Hashable]) -> PolygonSession:
         return PolygonSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> PolygonHistory | None:
+        return PolygonHistory(self, spec) if spec.channel == "trade" else None
 
 
 # -- session ------------------------------------------------------------------------------------
@@ -516,3 +534,80 @@ class PolygonSession(Session):
 
 
 __all__ = ["PolygonAuthError", "PolygonConnectionLimitError", "PolygonSession", "PolygonVenue", "pair_from_symbol"]
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _HistTrade(msgspec.Struct):
+    price: float
+    size: float
+    exchange: int = 0
+    id: str | int | None = None
+    conditions: list[int] | None = None
+    sip_timestamp: int | None = None
+    participant_timestamp: int | None = None
+
+
+class _HistPage(msgspec.Struct):
+    results: list[_HistTrade] = []
+    next_url: str | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+_hist_page = msgspec.json.Decoder(_HistPage)
+
+
+class PolygonHistory(HistoryPager):
+    """``/v3/trades/{ticker}`` over the heal window, oldest first, by ``next_url`` (module doc)."""
+
+    page = 50_000
+
+    def __init__(self, venue: PolygonVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        self.next_path: str | None = None
+        sym = spec.symbol
+        self.crypto = "-" in sym
+        self.ticker = "X:" + sym.replace("-", "") if self.crypto else sym
+        if self.lo is None or self.hi is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+
+    def _next(self) -> HttpRequest | None:
+        v = self.venue
+        headers = {"Authorization": f"Bearer {v.credentials.get('key', '')}"}
+        if self.next_path is not None:
+            return HttpRequest(f"{v.rest_url}{self.next_path}", headers=headers, purpose="history")
+        params = {"timestamp.gte": self.lo, "timestamp.lte": self.hi, "order": "asc", "limit": self.page}
+        return HttpRequest(f"{v.rest_url}/v3/trades/{self.ticker}", params, headers=headers, purpose="history")
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        from urllib.parse import urlsplit
+
+        try:
+            page = _hist_page.decode(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise HistoryError(f"malformed trades page: {e}") from None
+        if page.status == "ERROR":
+            raise HistoryError(f"trades refused: {page.error}")
+        if page.next_url:
+            u = urlsplit(page.next_url)
+            self.next_path = f"{u.path}?{u.query}" if u.query else u.path
+        else:
+            self.complete = True
+        out: list[Row] = []
+        xs = _EXCHANGE
+        for r in page.results:
+            ts = r.sip_timestamp if r.sip_timestamp is not None else r.participant_timestamp
+            x = xs[r.exchange] if 0 <= r.exchange < 256 else str(r.exchange)
+            codes = r.conditions or []
+            if self.crypto:
+                # as the stream says it: an integer id, the side from conditions 1 (sell) / 2 (buy)
+                i = r.id
+                tid, ref = (int(i), None) if isinstance(i, int) or (isinstance(i, str) and i.isdigit()) else (None, i)
+                side = "sell" if 1 in codes else "buy" if 2 in codes else None
+                out.append((ts, r.price, r.size, side, tid, ref, x, ",".join(map(str, codes)) or None))
+            else:
+                ref = r.id if r.id is None or isinstance(r.id, str) else str(r.id)
+                out.append((ts, r.price, r.size, None, None, ref, x, ",".join(map(str, codes)) or None))
+        return out
