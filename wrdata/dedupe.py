@@ -84,7 +84,7 @@ def duplicate_sql(rows: str) -> str:
 
 def duplicate_keys(con: Any, rows: str) -> Any:
     """The dropped rows' keys as an Arrow table (``con``: a DuckDB connection)."""
-    return con.execute(duplicate_sql(rows)).arrow()
+    return con.sql(duplicate_sql(rows)).to_arrow_table()
 
 
 __all__ = ["DAY_NS", "KEY_SQL", "duplicate_keys", "duplicate_sql", "has_id", "trade_key"]

@@ -256,7 +256,8 @@ def query(sql: str, root: str | None, fmt: str, out: str | None, max_rows: int, 
 @click.option("--provider", "providers", multiple=True, help="Only these providers.")
 @click.option("--date", "dates", multiple=True, help="Only these dates (YYYY-MM-DD).")
 @click.option("--symbols", "by_symbol", is_flag=True,
-              help="Per provider/symbol/day: trades, trade-id holes and recorded gaps (reads the data: slower).")
+              help="Per provider/symbol/day: trades (each once), trade-id holes, gaps found, healed, covered by another "
+              "writer, unhealed (reads the data: slower).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @s3_endpoint_option
 def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: bool, s3_endpoint: str | None) -> None:
@@ -313,11 +314,12 @@ def _ls_symbols(root: str, providers, dates, as_json: bool, filesystem=None) -> 
             r = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
             click.echo(json.dumps(r))
         return
-    headers = ["provider", "symbol", "date", "trades", "first ts_recv", "last ts_recv", "missing ids", "gaps", "backfilled"]
+    headers = ["provider", "symbol", "date", "trades", "first ts_recv", "last ts_recv", "missing ids", "gaps", "healed",
+               "covered", "unhealed", "backfilled"]
     out = [[r["provider"], r["symbol"] or "", r["date"].isoformat(), f"{r['rows']:,}", fmt_ns(r["first_ts"]),
             fmt_ns(r["last_ts"]), "" if r["missing_ids"] is None else f"{r['missing_ids']:,}", str(r["gaps"]),
-            str(r["backfilled"])] for r in rows]
-    _print_table(headers, out, {3, 6, 7, 8})
+            str(r["healed"]), str(r["covered"]), str(r["unhealed"]), str(r["backfilled"])] for r in rows]
+    _print_table(headers, out, {3, 6, 7, 8, 9, 10, 11})
 
 
 def _next_day(d: str) -> str:
@@ -340,7 +342,9 @@ def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show
     """Read every sealed file of a recording and check it: readable, a known schema
     version, rows in total order with no duplicates, name and folder matching the rows,
     no row in two files of one writer. Damaged and foreign files are moved to
-    <root>/_quarantine/ (never deleted). Exit status 1 if anything is wrong."""
+    <root>/_quarantine/ (never deleted). Exit status 1 if anything is wrong. Also
+    reports, per provider/symbol/day, the trade streams' gaps: found, healed, covered by
+    another writer, unhealed (notes: not damage)."""
     from .inspect import verify as run
 
     root = _root(root)
@@ -361,6 +365,10 @@ def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show
             click.echo(f"{tag} {f.kind}: {f.path}: {f.message}")
             if f.quarantined_to:
                 click.echo(f"  moved to {f.quarantined_to}")
+        for g in rep.gaps:
+            if g["gaps"]:
+                click.echo(f"gaps {g['provider']} {g['symbol']} {g['date']}: {g['trades']:,} trades, {g['gaps']} gaps found, "
+                           f"{g['healed']} healed, {g['covered']} covered by another writer, {g['unhealed']} unhealed")
         click.echo(f"{rep.files} files, {rep.rows:,} rows, {_fmt_bytes(rep.bytes)}, {rep.segments} journal segments: "
                    f"{len(rep.problems)} problems ({len(rep.quarantined)} files quarantined), {len(rep.notes)} notes",
                    err=as_json)

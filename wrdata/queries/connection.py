@@ -41,7 +41,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -62,6 +62,10 @@ VIEWS: tuple[str, ...] = TABLES
 #: table with journal rows: path NULL)
 FILES_VIEW = "wrdata_files"
 
+#: every writer's trade rows, duplicates included; ``trades`` is the merged view (each
+#: trade once: :mod:`wrdata.storage.merge`), ``trades_all WHERE writer = ...`` one writer's
+ALL_TRADES_VIEW = "trades_all"
+
 
 def default_root() -> str:
     """``$WRDATA_ROOT``, else ``./data`` (the default of every command)."""
@@ -76,6 +80,8 @@ class _State:
     engine: str
     tables: tuple[str, ...]
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    #: trade rows the merged ``trades`` view leaves out (None: none)
+    drops: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -316,7 +322,10 @@ def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
                 full = pa.schema(list(SCHEMAS[table]) + list(PARTITION_SCHEMA))
                 con.register(name, full.empty_table())
                 parts.append(_select(cols, None, name))
-            con.execute(f"CREATE OR REPLACE VIEW {_q(table)} AS {' UNION ALL '.join(parts)}")
+            body = " UNION ALL ".join(parts)
+            if table == "trades":
+                body = _merged_trades(con, state, body)
+            con.execute(f"CREATE OR REPLACE VIEW {_q(table)} AS {body}")
             for f in snap.files:
                 listing.append(dict(table=table, provider=f.provider, date=f.date, writer=f.writer, first_ts=f.first_ts,
                                     last_ts=f.last_ts, bytes=f.size, path=f.path, sealed=True))
@@ -339,6 +348,34 @@ def _build(con: duckdb.DuckDBPyConnection, state: _State) -> None:
             "bytes, path, sealed FROM _wrdata_files_arrow"
         )
         log.debug("queries: snapshot of %s: %d sealed files", state.root, sum(len(s.files) for s in state.snapshots.values()))
+
+
+DROPPED = "_wrdata_trades_dropped"
+
+
+def _merged_trades(con: duckdb.DuckDBPyConnection, state: _State, body: str) -> str:
+    """``trades`` as the merged view over ``body`` (every writer's rows), and the
+    ``trades_all`` view of ``body`` itself; the rows to leave out are computed once per
+    snapshot (nothing to compute for one writer without healed rows)."""
+    from ..storage.merge import drop_set
+
+    con.execute(f"CREATE OR REPLACE VIEW {ALL_TRADES_VIEW} AS {body}")
+    drops = drop_set(state.root, journal=state.journal, filesystem=state.filesystem)
+    if not len(drops):
+        state.drops = None
+        _unregister(con, DROPPED)
+        return body
+    state.drops = drops
+    con.register(DROPPED, drops.keys)
+    return anti_join(f"({body})")
+
+
+def anti_join(rel: str) -> str:
+    """``rel`` (trades rows) without the rows the merged view leaves out."""
+    return (
+        f"SELECT t.* FROM {rel} t ANTI JOIN {DROPPED} d ON t.provider = d.provider AND epoch_ns(t.ts_recv) = d.ts_recv_ns "
+        "AND t.writer = d.writer AND t.conn = d.conn AND t.seq = d.seq AND t.idx = d.idx"
+    )
 
 
 def _tail_groups(tail: pa.Table) -> dict[tuple[str, str, str], tuple[int, int]]:

@@ -130,6 +130,8 @@ class Filter:
     def __init__(self, providers=None, symbols=None, start: Time = None, end: Time = None) -> None:
         self.providers = _as_list(providers)
         self.symbols = split_symbols(symbols)
+        #: read every writer's trade rows, duplicates included (not the merged view)
+        self.all_writers = False
         self.start = to_ns(start, "start")
         self.end = to_ns(end, "end")
         if self.start is not None and self.end is not None and self.end <= self.start:
@@ -211,6 +213,10 @@ def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
         parts.append(_select(cols, None, f"_wrdata_tail_{table}"))
     if not parts:
         parts.append(f"SELECT * FROM {_q(table)} WHERE FALSE")
+    if table == "trades" and state.drops is not None and not flt.all_writers:
+        from .connection import anti_join
+
+        return "(" + anti_join("(" + " UNION ALL ".join(parts) + ")") + ")"  # the merged view: each trade once
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
@@ -535,7 +541,9 @@ def coverage(
     first..last range that were not recorded, which is the count of missed trades on a
     venue whose ids are consecutive per symbol), ``gaps`` (``gap`` events recorded for
     that provider and symbol in the same period), ``backfilled`` (rows with source
-    ``backfill``). Sorted by table, provider, symbol, date.
+    ``backfill``), and of the trade streams' gaps (:func:`gap_outcomes`) ``healed``,
+    ``covered`` (by another writer) and ``unhealed``. Trades are the merged view (each
+    trade once). Sorted by table, provider, symbol, date.
     """
     _check_output(output)
     con = _con(con)
@@ -566,13 +574,125 @@ def coverage(
     if gsrc is not None:
         gaps = f"(SELECT provider, symbol{day}, count(*) AS gaps FROM {gsrc} WHERE status = 'gap' AND {flt.where('events')} GROUP BY ALL)"
         join_on = "c.provider = g.provider AND c.symbol IS NOT DISTINCT FROM g.symbol" + (" AND c.date = g.date" if by_day else "")
+        # trade gaps by outcome (gap_outcomes): healed from history, covered by another writer, or not
+        con.register("_wrdata_gap_outcomes", gap_outcomes(con, providers=providers, symbols=symbols, start=start, end=end))
+        outcomes = (
+            f"(SELECT provider, symbol{day}, count(*) FILTER (WHERE outcome = 'healed') AS healed, "
+            f"count(*) FILTER (WHERE outcome = 'covered') AS covered, "
+            f"count(*) FILTER (WHERE outcome NOT IN ('healed', 'covered')) AS unhealed FROM _wrdata_gap_outcomes GROUP BY ALL)"
+        )
+        o_on = "c.provider = o.provider AND c.symbol IS NOT DISTINCT FROM o.symbol" + (" AND c.date = o.date" if by_day else "")
         sql = (
-            f"SELECT c.*, coalesce(g.gaps, 0) AS gaps FROM ({' UNION ALL '.join(selects)}) c LEFT JOIN {gaps} g ON {join_on} "
+            f"SELECT c.*, coalesce(g.gaps, 0) AS gaps, coalesce(o.healed, 0) AS healed, coalesce(o.covered, 0) AS covered, "
+            f"coalesce(o.unhealed, 0) AS unhealed FROM ({' UNION ALL '.join(selects)}) c LEFT JOIN {gaps} g ON {join_on} "
+            f"LEFT JOIN {outcomes} o ON {o_on} "
             f"ORDER BY c.\"table\", c.provider, c.symbol{', c.date' if by_day else ''}"
         )
     else:
-        sql = f"SELECT *, 0 AS gaps FROM ({' UNION ALL '.join(selects)}) ORDER BY \"table\", provider, symbol{day}"
+        sql = (f"SELECT *, 0 AS gaps, 0 AS healed, 0 AS covered, 0 AS unhealed FROM ({' UNION ALL '.join(selects)}) "
+               f"ORDER BY \"table\", provider, symbol{day}")
     return _out(con.sql(sql), output)
+
+
+#: outcome reasons a heal job gives (wrdata.streaming.heal)
+_OUTCOMES = (("healed:", "healed"), ("partly healed:", "partly"), ("unhealable:", "unhealable"))
+
+
+def gap_outcomes(
+    con,
+    *,
+    providers=None,
+    symbols=None,
+    start: Time = None,
+    end: Time = None,
+    output: Output = "arrow",
+):
+    """Every gap of a trade stream and what became of it, in total order.
+
+    Columns: ``ts_recv``, ``provider``, ``symbol``, ``channel``, ``date``, ``writer``,
+    ``gap_start``/``gap_end`` (ns), ``first_missing_id``/``last_missing_id``, ``outcome``,
+    ``reason`` (the outcome event's). ``outcome`` is ``healed`` (a heal job proved the
+    window complete: live, or ``wrdata heal`` later), ``covered`` (not healed, but the
+    merged view has it: every missing id is in another writer's rows, or, without ids,
+    another writer recorded the symbol across the window with no gap of its own there),
+    ``partly`` or ``unhealable`` (the heal job's word), or ``open`` (no outcome yet).
+    """
+    _check_output(output)
+    con = _con(con)
+    flt = Filter(providers, symbols, start, end)
+    ev = source(con, "events", flt)
+    gaps = con.sql(
+        f"SELECT epoch_ns(ts_recv) AS ts_recv, provider, symbol, channel, date, writer, epoch_ns(gap_start_ns) AS gap_start, "
+        f"epoch_ns(gap_end_ns) AS gap_end, first_missing_id, last_missing_id FROM {ev} WHERE status = 'gap' "
+        f"AND channel = 'trade' AND symbol IS NOT NULL AND {flt.where('events')} ORDER BY {ORDER}"
+    ).fetchall()
+    outcome: dict[tuple, tuple[str, str]] = {}
+    if gaps:
+        # outcomes may come much later than their gap (wrdata heal): any time, same providers
+        provs = sorted({g[1] for g in gaps})
+        allev = source(con, "events", Filter(provs, None, None, None))
+        rows = con.sql(
+            f"SELECT provider, symbol, channel, epoch_ns(gap_start_ns), epoch_ns(gap_end_ns), first_missing_id, last_missing_id, "
+            f"reason FROM {allev} WHERE status IN ('healed', 'error') AND channel = 'trade' AND provider IN "
+            f"({', '.join(_lit(p) for p in provs)}) ORDER BY {ORDER}"
+        ).fetchall()
+        rank = {"healed": 3, "partly": 2, "unhealable": 1}
+        for *key, reason in rows:
+            kind = next((k for prefix, k in _OUTCOMES if (reason or "").startswith(prefix)), None)
+            if kind is None:
+                continue
+            prev = outcome.get(tuple(key))
+            if prev is None or rank[kind] > rank[prev[0]]:
+                outcome[tuple(key)] = (kind, reason)
+    out = []
+    for ts, prov, sym, ch, day, writer, g0, g1, fid, lid in gaps:
+        kind, reason = outcome.get((prov, sym, ch, g0, g1, fid, lid), ("open", None))
+        if kind != "healed" and _covered(con, prov, sym, ch, writer, g0, g1, fid, lid):
+            kind = "covered"
+        out.append(dict(ts_recv=ts, provider=prov, symbol=sym, channel=ch, date=day, writer=writer, gap_start=g0, gap_end=g1,
+                        first_missing_id=fid, last_missing_id=lid, outcome=kind, reason=reason))
+    schema = pa.schema([
+        ("ts_recv", pa.int64()), ("provider", pa.string()), ("symbol", pa.string()), ("channel", pa.string()),
+        ("date", pa.date32()), ("writer", pa.string()), ("gap_start", pa.int64()), ("gap_end", pa.int64()),
+        ("first_missing_id", pa.int64()), ("last_missing_id", pa.int64()), ("outcome", pa.string()), ("reason", pa.string()),
+    ])
+    t = pa.Table.from_pylist(out, schema=schema)
+    if output == "arrow":
+        return t
+    return _out(con.from_arrow(t), output)
+
+
+def _covered(con, provider, symbol, channel, writer, g0, g1, fid, lid) -> bool:
+    """Does the merged view hold what this writer's gap lost?"""
+    if fid is not None and lid is not None:
+        src = source(con, "trades", Filter([provider], [f"{provider}:{symbol}"], None, None))
+        n = con.sql(
+            f"SELECT count(DISTINCT trade_id) FROM {src} WHERE provider = {_lit(provider)} AND symbol = {_lit(symbol)} "
+            f"AND channel = {_lit(channel)} AND trade_id BETWEEN {int(fid)} AND {int(lid)}"
+        ).fetchall()[0][0]
+        return n == lid - fid + 1
+    if g0 is None or g1 is None:
+        return False
+    # another writer streamed the symbol before and after the window, with no gap of its own in it
+    flt = Filter([provider], [f"{provider}:{symbol}"], None, None)
+    flt.all_writers = True
+    tr = source(con, "trades", flt)
+    ev = source(con, "events", Filter([provider], None, None, None))
+    lo, hi = ts_literal(g0), ts_literal(g1)
+    rows = con.sql(
+        f"SELECT writer FROM {tr} WHERE provider = {_lit(provider)} AND symbol = {_lit(symbol)} AND channel = {_lit(channel)} "
+        f"AND source = 'stream' AND writer <> {_lit(writer)} GROUP BY writer "
+        f"HAVING min(ts_recv) <= {lo} AND max(ts_recv) >= {hi}"
+    ).fetchall()
+    for (w,) in rows:
+        hole = con.sql(
+            f"SELECT count(*) FROM {ev} WHERE provider = {_lit(provider)} AND writer = {_lit(w)} AND status = 'gap' "
+            f"AND (symbol IS NULL OR symbol = {_lit(symbol)}) AND coalesce(gap_start_ns, ts_recv) <= {hi} "
+            f"AND coalesce(gap_end_ns, ts_recv) >= {lo}"
+        ).fetchall()[0][0]
+        if not hole:
+            return True
+    return False
 
 
 GAP_STATUSES = ("gap",)

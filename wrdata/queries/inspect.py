@@ -190,7 +190,7 @@ def _journal_dir(journal: bool | str, root: str, filesystem) -> str | None:
 @dataclass
 class Finding:
     path: str
-    kind: str  # unreadable, foreign-schema, newer-schema, name, order, duplicate, misplaced, superseded, stray, interleaved, tmp, journal
+    kind: str  # unreadable, foreign-schema, newer-schema, name, order, duplicate, misplaced, superseded, stray, interleaved, tmp, journal, gap
     message: str
     problem: bool = True  # False: a note (expected after crashes or late rows; nothing to fix)
     quarantined_to: str | None = None
@@ -204,6 +204,8 @@ class VerifyReport:
     bytes: int = 0
     segments: int = 0
     findings: list[Finding] = field(default_factory=list)
+    #: per provider/symbol/day: trades (each once), trade gaps found, healed, covered by another writer, unhealed
+    gaps: list[dict] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Finding]:
@@ -283,6 +285,16 @@ def verify(
         for fnd in rep.findings:
             if fnd.kind in _QUARANTINE_KINDS and fnd.problem:
                 fnd.quarantined_to = _quarantine(fs, base, fnd)
+    if "trades" in tables and "events" in tables:
+        try:
+            rep.gaps = gap_summary(root, filesystem=filesystem, providers=providers, dates=dates, journal=journal)
+        except Exception as e:  # noqa: BLE001 - files quarantined above may be what a query needs
+            log.warning("verify: cannot summarize gaps: %s", e)
+        for g in rep.gaps:
+            if g["unhealed"]:
+                rep.findings.append(Finding(f"{g['provider']}:{g['symbol']}", "gap", f"{g['date']}: {g['unhealed']} of "
+                                            f"{g['gaps']} trade gaps unhealed (`wrdata heal` fetches what the history still has)",
+                                            problem=False))
     jdir = _journal_dir(journal, root, filesystem)
     if jdir:
         for seg in list_segments(jdir, tables, providers):
@@ -298,6 +310,27 @@ def verify(
                                             f"complete units are kept, the {info.torn_bytes} bytes after them are cut off when "
                                             "the segment is sealed (recovery records the gap)", problem=False))
     return rep
+
+
+def gap_summary(root: str, *, filesystem=None, providers=None, dates=None, journal: bool | str = True) -> list[dict]:
+    """Per provider/symbol/day with trades or trade gaps: ``trades`` (the merged view: each
+    trade once), ``gaps`` found, ``healed``, ``covered`` (by another writer), ``unhealed``."""
+    from .connection import connect
+    from .helpers import coverage
+
+    con = connect(root, filesystem=filesystem, journal=journal, tables=("trades", "events"))
+    try:
+        rows = coverage(con, tables=("trades",), providers=providers).to_pylist()
+    finally:
+        con.close()
+    out = []
+    for r in rows:
+        d = r["date"].isoformat()
+        if dates and d not in dates:
+            continue
+        out.append(dict(provider=r["provider"], symbol=r["symbol"], date=d, trades=r["rows"], gaps=r["gaps"],
+                        healed=r["healed"], covered=r["covered"], unhealed=r["unhealed"]))
+    return out
 
 
 def _partition_files(fs: pafs.FileSystem, base: str, tables, providers, dates) -> list[tuple[str, str, str, pafs.FileInfo]]:
@@ -488,4 +521,4 @@ def _quarantine(fs: pafs.FileSystem, base: str, fnd: Finding) -> str | None:
     return dest
 
 
-__all__ = ["PartitionSummary", "summarize", "verify", "VerifyReport", "Finding", "QUARANTINE", "fmt_ns"]
+__all__ = ["PartitionSummary", "summarize", "verify", "VerifyReport", "Finding", "QUARANTINE", "fmt_ns", "gap_summary"]
