@@ -65,6 +65,10 @@ async def test_capture_seals_and_uploads_every_row_into_the_bucket(s3, tmp_path,
     for k in keys:
         data = s3.read_bytes(k)
         assert SECRET_KEY.encode() not in data and os.environ["AWS_ACCESS_KEY_ID"].encode() not in data, k
+    for dirpath, _, files in os.walk(tmp_path / "state"):  # the local journal's directory (locks included)
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                assert SECRET_KEY.encode() not in f.read(), name
 
 
 def test_a_failed_upload_stays_in_the_journal_and_is_retried_until_it_succeeds(s3, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
-from s3_helpers import subprocess_env, trade, wait_for
+from s3_helpers import SECRET_KEY, subprocess_env, trade, wait_for
 
 from wrdata.cli import main
 from wrdata.sim.binance import BinanceSimulator
@@ -66,6 +66,7 @@ async def test_sigkill_with_uploads_pending_then_restart_uploads_everything_once
                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err2 = await p2.communicate()
         assert p2.returncode == 0, err2.decode()[-3000:]
+        assert SECRET_KEY.encode() not in err + err2, "credentials are never logged"
     finally:
         await sim.stop()
         proxy.stop()
