@@ -28,6 +28,10 @@ from .capture.cli import rebuild as _rebuild_command  # noqa: E402
 main.add_command(_capture_command)
 main.add_command(_rebuild_command)
 
+from .capture.heal import heal_command as _heal_command  # noqa: E402
+
+main.add_command(_heal_command)
+
 from .demo import demo as _demo_command  # noqa: E402
 from .replay.cli import replay as _replay_command  # noqa: E402
 

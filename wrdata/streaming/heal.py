@@ -361,6 +361,79 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+async def drive(venue: Venue, pager: HistoryPager, limiter: RateLimiter, fetch, deliver, label: str = "") -> None:
+    """Walk ``pager`` through the venue's history API: ``await fetch(request)`` performs
+    and records a request (-> (response, ts_recv, seq)), ``deliver(rows)`` takes the rows
+    of each answer. Rate-limit answers (429/418, or the venue's own in a 200) hold every
+    job of the venue for ``Retry-After`` (or a backoff) and are not failures; outages and
+    errors are retried ``heal_attempts`` times with backoff; an answer a retry cannot
+    change (HistoryError) ends the job. Shared by live healing and ``wrdata heal``."""
+    failures = 0  # failed answers in a row (outages, errors): heal_attempts of them give up
+    throttled = 0  # rate-limit answers in a row: honoured, not failures, but not forever either
+    try:
+        while True:
+            req = pager.next_request()
+            if req is None:
+                return
+            await limiter.acquire(pager.weight)
+            resp, ts, seq = await fetch(req)
+            delay: float | None = None
+            why = ""
+            limited = False
+            if resp.status in RETRY_STATUSES:
+                delay = retry_after(resp)
+                why = f"HTTP {resp.status}" if resp.status else resp.body[:120].decode(errors="replace")
+                limited = resp.status in (418, 429)
+            else:
+                try:
+                    rows = pager.on_response(req, resp, ts, seq)
+                except HistoryRetry as e:
+                    delay, why, limited = e.after, str(e), True
+                except HistoryError as e:
+                    pager.fail(str(e))
+                    return
+                else:
+                    failures = throttled = 0
+                    deliver(rows)
+                    continue
+            if limited:
+                throttled += 1
+                if delay is None:
+                    delay = _backoff(venue, throttled)
+                # the venue counts per IP (or key): every job of this venue waits
+                limiter.hold(delay)
+                log.info("%s: heal of %s: rate limited (%s), waiting %.1fs", venue.name, label, why, delay)
+                if throttled < max(venue.heal_attempts, 20):
+                    continue  # acquire() waits out the hold
+                pager.fail(f"history API rate limit not lifted ({why}, {throttled} answers)")
+                return
+            failures += 1
+            log.info("%s: heal of %s: %s (attempt %d of %d)", venue.name, label, why, failures, venue.heal_attempts)
+            if failures >= venue.heal_attempts:
+                pager.fail(f"history API unavailable ({why}, {failures} attempts)")
+                return
+            await asyncio.sleep(delay if delay is not None else _backoff(venue, failures))
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # a pager bug: the gap stays a gap, the stream goes on
+        log.exception("%s: heal of %s failed", venue.name, label)
+        pager.fail(f"healing failed: {e!r}"[:200])
+
+
+def _backoff(v: Venue, n: int) -> float:
+    return min(v.heal_backoff_max, v.heal_backoff * 2 ** min(n - 1, 20)) * random.uniform(0.5, 1.0)
+
+
+def outcome_reason(pager: HistoryPager, new: int) -> tuple[str, str]:
+    """(outcome, the outcome event's reason) once a pager is finished."""
+    status, why = pager.outcome()
+    if status == "healed":
+        return status, f"healed: {new} trades backfilled ({pager.rows} in the window from {pager.requests} requests; {why})"
+    if status == "partly":
+        return status, f"partly healed: {new} trades backfilled; {why}"
+    return status, f"unhealable: {why}"
+
+
 # ---------------------------------------------------------------------------------------
 # the live healer
 
@@ -551,65 +624,16 @@ class _ProviderHeal:
         job.task = asyncio.get_running_loop().create_task(self.run(job), name=f"wrdata-heal-{self.venue.name}-{job.symbol}")
 
     async def run(self, job: _Job) -> None:
-        venue, pager = self.venue, job.pager
-        failures = 0  # failed answers in a row (outages, errors): heal_attempts of them give up
-        throttled = 0  # rate-limit answers in a row: honoured, not failures, but not forever either
+        pager = job.pager
         try:
             async with self.slots:
-                while True:
-                    req = pager.next_request()
-                    if req is None:
-                        break
-                    await self.limiter.acquire(pager.weight)
-                    resp, ts, seq = await self.healer.fetch(self, job, req)
-                    delay: float | None = None
-                    why = ""
-                    limited = False
-                    if resp.status in RETRY_STATUSES:
-                        delay = retry_after(resp)
-                        why = f"HTTP {resp.status}" if resp.status else resp.body[:120].decode(errors="replace")
-                        limited = resp.status in (418, 429)
-                    else:
-                        try:
-                            rows = pager.on_response(req, resp, ts, seq)
-                        except HistoryRetry as e:
-                            delay, why, limited = e.after, str(e), True
-                        except HistoryError as e:
-                            pager.fail(str(e))
-                            break
-                        else:
-                            failures = throttled = 0
-                            self.healer.deliver(self, job, rows)
-                            continue
-                    if limited:
-                        throttled += 1
-                        if delay is None:
-                            delay = self._backoff(throttled)
-                        # the venue counts per IP (or key): every job of this venue waits
-                        self.limiter.hold(delay)
-                        log.info("%s: heal of %s: rate limited (%s), waiting %.1fs", venue.name, job.symbol, why, delay)
-                        if throttled < max(venue.heal_attempts, 20):
-                            continue  # acquire() waits out the hold
-                        pager.fail(f"history API rate limit not lifted ({why}, {throttled} answers)")
-                        break
-                    failures += 1
-                    log.info("%s: heal of %s: %s (attempt %d of %d)", venue.name, job.symbol, why, failures, venue.heal_attempts)
-                    if failures >= venue.heal_attempts:
-                        pager.fail(f"history API unavailable ({why}, {failures} attempts)")
-                        break
-                    await asyncio.sleep(delay if delay is not None else self._backoff(failures))
+                await drive(self.venue, pager, self.limiter, lambda req: self.healer.fetch(self, job, req),
+                            lambda rows: self.healer.deliver(self, job, rows), job.symbol)
         except asyncio.CancelledError:
             pager.fail("stopped before it finished")
             self._finish(job, cancelled=True)
             raise
-        except Exception as e:  # a pager bug: the gap stays a gap, the stream goes on
-            log.exception("%s: heal of %s failed", venue.name, job.symbol)
-            pager.fail(f"healing failed: {e!r}"[:200])
         self._finish(job)
-
-    def _backoff(self, n: int) -> float:
-        v = self.venue
-        return min(v.heal_backoff_max, v.heal_backoff * 2 ** min(n - 1, 20)) * random.uniform(0.5, 1.0)
 
     def _finish(self, job: _Job, cancelled: bool = False) -> None:
         if job.state == _DONE:
@@ -622,15 +646,8 @@ class _ProviderHeal:
         rows = pager.finish(ts, seq)
         if rows:
             self.healer.deliver(self, job, rows)
-        status, why = pager.outcome()
-        n = job.new
-        if status == "healed":
-            text = f"healed: {n} trades backfilled ({pager.rows} in the window from {pager.requests} requests; {why})"
-        elif status == "partly":
-            text = f"partly healed: {n} trades backfilled; {why}"
-        else:
-            text = f"unhealable: {why}"
-        self.healer.outcome(self, job, status, text, n, ts)
+        status, text = outcome_reason(pager, job.new)
+        self.healer.outcome(self, job, status, text, job.new, ts)
 
 
 class Healer:
@@ -807,5 +824,7 @@ __all__ = [
     "HistoryPager",
     "HistoryRetry",
     "RateLimiter",
+    "drive",
+    "outcome_reason",
     "retry_after",
 ]
