@@ -81,3 +81,54 @@ async def test_rest_routing_errors_and_overrides():
         await asyncio.sleep(0.25)
         assert (await http_get(sim.rest_url + "/v1/echo"))[0] == 200
         assert [s for _, _, s in sim.rest_log] == [200, 400, 404, 200, 502, 200]
+
+
+class _Fussy(SimServer):
+    """Serves recorded frames to its "ticks" subscribers, but fails on one it cannot read."""
+
+    venue = "fussy"
+
+    async def serve_connection(self, conn: SimConnection) -> None:
+        conn.subscribe("ticks")
+        async for _ in conn:
+            pass
+
+    def publish_recorded(self, frame) -> None:
+        if frame.payload == b"bad":
+            raise ValueError("cannot read this one")
+        self.publish("ticks", frame.payload)
+
+
+async def test_frame_feed_goes_on_past_a_frame_the_venue_fails_on(connect, caplog):
+    from wrdata.sim.server import FrameFeed, RecordedFrame
+
+    async def frames():
+        while not sim.subscribed():  # once the client is there
+            await asyncio.sleep(0.01)
+        for i, p in enumerate([b'{"n":1}', b"bad", b'{"n":2}']):
+            yield RecordedFrame(i, p)
+
+    feed = FrameFeed(frames(), speed=None)
+    async with _Fussy(feed=feed) as sim:
+        async with connect(sim.url) as ws:
+            got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(2)]
+            assert await asyncio.wait_for(feed.done, 5) == 3
+    assert got == ['{"n":1}', '{"n":2}'] and feed.failed == 1
+    assert "serving a recorded frame failed" in caplog.text and "1 of 3 recorded frames" in caplog.text
+
+
+async def test_frame_feed_tells_its_waiters_when_frames_cannot_be_read():
+    import pytest
+
+    from wrdata.sim.server import FrameFeed
+
+    def broken():
+        raise OSError("recording unreadable")
+        yield  # a generator
+
+    feed = FrameFeed(broken(), speed=None)
+    async with _Fussy(feed=feed):
+        while feed.done is None:
+            await asyncio.sleep(0.01)
+        with pytest.raises(OSError, match="unreadable"):
+            await asyncio.wait_for(feed.done, 5)

@@ -490,6 +490,7 @@ class FrameFeed(Feed):
         self.speed = speed
         self.start_delay = start_delay
         self.published = 0
+        self.failed = 0  # frames the venue could not serve (logged; the feed goes on)
 
     async def _iter(self) -> AsyncIterator[RecordedFrame]:
         if isinstance(self.frames, AsyncIterable):
@@ -507,19 +508,33 @@ class FrameFeed(Feed):
         first_ts: int | None = None
         start = loop.time()
         n = 0
-        async for frame in self._iter():
-            if self.speed:
-                if first_ts is None:
-                    first_ts = frame.ts_ns
-                due = start + (frame.ts_ns - first_ts) / 1e9 / self.speed
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            elif n % 256 == 255:
-                await asyncio.sleep(0)  # let writers run
-            sim.publish_recorded(frame)
-            n += 1
-            self.published = n
+        try:
+            async for frame in self._iter():
+                if self.speed:
+                    if first_ts is None:
+                        first_ts = frame.ts_ns
+                    due = start + (frame.ts_ns - first_ts) / 1e9 / self.speed
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif n % 256 == 255:
+                    await asyncio.sleep(0)  # let writers run
+                try:
+                    sim.publish_recorded(frame)
+                except Exception:
+                    # a venue bug must not stop the recording for every client (nor leave
+                    # ``done`` pending forever): logged, counted, and the feed goes on
+                    self.failed += 1
+                    if self.failed == 1:
+                        log.exception("%s: serving a recorded frame failed: %.200r", sim.venue, frame.payload)
+                n += 1
+                self.published = n
+        except Exception as e:  # the frames themselves could not be read: whoever waits is told
+            if not self.done.done():
+                self.done.set_exception(e)
+            return
+        if self.failed:
+            log.error("%s: %d of %d recorded frames could not be served", sim.venue, self.failed, n)
         if not self.done.done():
             self.done.set_result(n)
 
