@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from ..cliopts import open_root, s3_endpoint_option
+from ..cliopts import check_providers, check_writable, open_root, require_recording, s3_endpoint_option
 from .config import CaptureConfig, ConfigError, default_root, load_config, parse_endpoints, parse_targets
 
 
@@ -95,9 +95,11 @@ def rebuild(root, providers, journal_dir, dry_run, s3_endpoint) -> None:
     from .rebuild import rebuild as run
 
     root = root or default_root()
+    providers = check_providers(list(providers))
     fs = open_root(root, s3_endpoint)
+    check_writable(root, fs) if not dry_run else require_recording(root, fs)
     try:
-        results = run(root, list(providers) or None, journal_dir=journal_dir, dry_run=dry_run, filesystem=fs)
+        results = run(root, providers or None, journal_dir=journal_dir, dry_run=dry_run, filesystem=fs)
     except (RebuildError, ValueError) as e:
         _fail(e)
     for r in results:

@@ -109,7 +109,10 @@ def parse_targets(args: list[str], kinds: str | list[str], credentials: dict[str
     default = _kinds(kinds, "--kinds")
     by_provider: dict[str, list[str]] = {}
     for arg in args:
-        provider, rest = split_target(arg)
+        try:
+            provider, rest = split_target(arg)
+        except ValueError as e:  # "binance:" with no symbol
+            raise ConfigError(str(e)) from None
         if provider is None and ":" in arg:
             head = arg.split(":", 1)[0]
             if head and head.isalpha() and head.lower() == head:
@@ -174,7 +177,9 @@ def load_config(path: str) -> CaptureConfig:
         symbols = section.get("symbols")
         if not isinstance(symbols, list) or not symbols:
             raise ConfigError(f"{path}: [providers.{name}] needs a non-empty symbols list")
-        syms = [_check_symbol(name, str(s)) for s in symbols]
+        if not all(isinstance(s, str) for s in symbols):
+            raise ConfigError(f"{path}: [providers.{name}] symbols must be strings, e.g. [\"BTCUSDT\"]")
+        syms = [_check_symbol(name, s) for s in symbols]
         targets.append(Target(name, syms, _kinds(section.get("kinds", default_kinds), f"{path}: [providers.{name}] kinds")))
         if "endpoint" in section:
             endpoints[name] = str(section["endpoint"])
@@ -199,7 +204,12 @@ def load_config(path: str) -> CaptureConfig:
     for k, v in (doc.get("storage") or {}).items():
         if not hasattr(storage, k):
             raise ConfigError(f"{path}: [storage] unknown key {k!r}")
-        setattr(storage, k, type(getattr(storage, k))(v))
+        want = type(getattr(storage, k))
+        if isinstance(v, bool) or not isinstance(v, (int, float) if want in (int, float) else want):
+            raise ConfigError(f"{path}: [storage] {k} must be {'a number' if want in (int, float) else 'a string'}, not {v!r}")
+        setattr(storage, k, want(v))
+    if not isinstance(doc.get("root", ""), str):
+        raise ConfigError(f"{path}: root must be a string (a path or a URI), not {doc['root']!r}")
     return CaptureConfig(
         targets=targets,
         root=str(doc.get("root") or default_root()),

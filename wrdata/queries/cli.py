@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import click
 
-from ..cliopts import open_root, s3_endpoint_option
+from ..cliopts import check_providers, check_symbols, check_writable, open_root, require_recording, s3_endpoint_option
 from .connection import FILES_VIEW, VIEWS, default_root
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -269,8 +269,9 @@ def ls(root: str | None, tables, providers, dates, by_symbol: bool, as_json: boo
     root = _root(root)
     tl = _check_tables(tables)
     dl = [_check_date(d) for d in _split(dates) or []] or None
-    pl = _split(providers)
+    pl = check_providers(_split(providers))
     fs = open_root(root, s3_endpoint)
+    require_recording(root, fs)
     if by_symbol:
         _ls_symbols(root, pl, dl, as_json, fs)
         return
@@ -350,9 +351,11 @@ def verify(root: str | None, tables, providers, dates, no_quarantine: bool, show
     root = _root(root)
     tl = _check_tables(tables)
     dl = [_check_date(d) for d in _split(dates) or []] or None
+    pl = check_providers(_split(providers))
     fs = open_root(root, s3_endpoint)
+    require_recording(root, fs)
     with _progress("verifying") as prog:
-        rep = run(root, tables=tl, providers=_split(providers), dates=dl, quarantine=not no_quarantine, progress=prog,
+        rep = run(root, tables=tl, providers=pl, dates=dl, quarantine=not no_quarantine, progress=prog,
                   filesystem=fs)
     shown = rep.findings if show_notes else rep.problems
     if as_json:
@@ -407,8 +410,9 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
     if grace < 0:
         raise _usage("--grace must not be negative")
     tl = _check_tables(tables) or list(TABLES)
-    pl = _split(providers)
+    pl = check_providers(_split(providers))
     fs = open_root(root, s3_endpoint)
+    check_writable(root, fs) if not dry_run else require_recording(root, fs)
     try:
         present = list_all_sealed(root, fs, tables=tl, providers=pl, dates=[date_])
     except FileNotFoundError as e:
@@ -456,6 +460,8 @@ def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str |
     from .helpers import Filter, parse_interval
     from .helpers import ohlcv as run
 
+    check_providers(_split(providers))
+    check_symbols(list(symbols), "SYMBOLS")
     try:
         parse_interval(interval)
         Filter(_split(providers), list(symbols), start, end)

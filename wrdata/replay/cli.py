@@ -9,7 +9,7 @@ import click
 import msgspec
 
 from ..capture.config import default_root
-from ..cliopts import open_root, s3_endpoint_option
+from ..cliopts import check_providers, check_range, check_symbols, open_root, require_recording, s3_endpoint_option
 
 
 def _speed(value: str | None) -> float | None:
@@ -65,9 +65,12 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, 
         lo, hi = to_ns(start), to_ns(end)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+    check_range(lo, hi, start, end)
+    provider_list, symbol_list = check_providers(_csv(providers)), check_symbols(_csv(symbols))
     pace = _speed(speed)
     fs = open_root(root, s3_endpoint)
-    sel = everything(root, fs, _csv(providers), _csv(symbols), kind_list)
+    require_recording(root, fs)
+    sel = everything(root, fs, provider_list, symbol_list, kind_list)
     if not sel.tables or not sel.providers:
         raise click.UsageError(f"nothing recorded under {root} for that selection")
     enc = msgspec.json.Encoder()
@@ -121,8 +124,17 @@ def serve(provider, root, host, port, speed, start, end, settle, s3_endpoint) ->
     provider = provider.lower()
     if provider not in SIMULATORS:
         raise click.BadParameter(f"no simulator for {provider!r}: expected one of {', '.join(sorted(SIMULATORS))}", param_hint="PROVIDER")
+    from .reader import recorded_providers, to_ns
+
     root = root or default_root()
+    try:
+        check_range(to_ns(start), to_ns(end), start, end)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     fs = open_root(root, s3_endpoint)
+    require_recording(root, fs)
+    if provider not in recorded_providers(root, fs):  # else it would wait for clients, then serve nothing
+        raise click.UsageError(f"nothing recorded for {provider} under {root}")
 
     def ready(sim) -> None:
         click.echo(sim.url)

@@ -25,7 +25,7 @@ from .faults import Faults
 
 _COMMON = [
     click.Option(["--host"], default="127.0.0.1", show_default=True, help="Interface to listen on."),
-    click.Option(["--port"], type=int, default=0, show_default=True, help="Port (0: pick a free one)."),
+    click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: pick a free one)."),
     click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed of the synthetic market."),
     click.Option(["--rate"], type=float, default=None, help="Market events per second (all symbols)."),
     click.Option(["--symbols"], default=None, help="Comma-separated symbols, venue spelling (default: the venue's set)."),
@@ -66,7 +66,9 @@ def _command(name: str) -> click.Command:
         )
         symbols = kw.pop("symbols")
         if symbols:
-            kw["symbols"] = [s.strip() for s in symbols.split(",") if s.strip()]
+            from ..cliopts import check_symbols
+
+            kw["symbols"] = check_symbols([s.strip() for s in symbols.split(",") if s.strip()])
         if kw.get("rate") is None:
             kw.pop("rate")
         try:
@@ -80,7 +82,8 @@ def _command(name: str) -> click.Command:
     default_port = getattr(cls, "default_port", 0)  # e.g. 4002 for ibkr, as a paper IB Gateway
     if default_port:
         common = [
-            click.Option(["--port"], type=int, default=default_port, show_default=True, help="Port (0: pick a free one).")
+            click.Option(["--port"], type=click.IntRange(0, 65535), default=default_port, show_default=True,
+                         help="Port (0: pick a free one).")
             if o.name == "port" else o
             for o in common
         ]

@@ -128,6 +128,31 @@ class Sequencer:
         self.last.pop(key, None)
 
 
+def _option_value(venue: str, name: str, default: Any, value: Any) -> Any:
+    """An option of the type of its default (a number for timings and limits, a string or
+    a flag where the default is one), so a bad config fails when the venue is made, not
+    in a connection's supervisor later. Options whose default is None are not checked."""
+    if default is None or value is None and name in _NULLABLE:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(default, int) and not isinstance(value, int):
+            ok = float(value).is_integer()
+            value = int(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise ConfigurationError(f"{venue}: option {name} must be {type(default).__name__}, not {value!r}")
+    return value
+
+
+_NULLABLE = {"lifetime", "keepalive_interval", "ws_ping_interval"}  # None turns these off
+
+
 class Venue:
     """Sans-IO description of one provider. Subclass per venue."""
 
@@ -194,7 +219,7 @@ class Venue:
         for k, v in options.items():
             if not hasattr(self, k) or k.startswith("_"):
                 raise ConfigurationError(f"{self.name}: unknown option {k!r}")
-            setattr(self, k, v)
+            setattr(self, k, _option_value(self.name, k, getattr(self, k), v))
         self.sequencer = Sequencer()
         self.instruments: dict[str, Any] | None = None
 
