@@ -41,6 +41,37 @@ Faults beyond the shared ones: :meth:`CoinbaseSimulator.skip_sequence` loses mes
 
 Not modelled: ``status``/``ticker_batch``/``user`` data (accepted, acknowledged, silent),
 the 8 connections and 8 messages per second per IP limits, 60-90 s idle closes.
+
+Serving a recording (``wrdata replay serve coinbase``, a
+:class:`~wrdata.sim.server.FrameFeed`): :meth:`CoinbaseSimulator.publish_recorded` sends
+each recorded ``market_trades``, ``ticker``, ``ticker_batch``, ``candles`` and
+``l2_data`` message to the connections subscribed to its channel and to any of its
+products, byte for byte but for one field: ``sequence_num`` counts the messages of *one
+connection*, so the recorded number (the recording connection's count) is replaced by the
+serving connection's own next number, digits only, every other byte as recorded. Where
+the recording's numbers jump (the venue lost messages for the recording connection), the
+numbers of the serving connections that get the next message served from that recording
+connection jump by as much, so their clients learn of the loss as the recording client
+did (and resynchronise their books); the recording connection's id comes with each frame
+(``RecordedFrame.conn``), and frames without one count as one connection. A message naming
+several products goes whole to a connection subscribed to any of them. Recorded
+``subscriptions`` acks, ``heartbeats`` and ``status`` messages are not served: the
+simulator answers its own clients' subscriptions and sends them heartbeats (every
+``heartbeat_interval`` on the wall clock).
+
+Snapshots: Coinbase sends one per subscription, first. A recorded snapshot goes as
+recorded to a subscription that has had none yet (one made before the recording reached
+it). The recording also holds snapshots that answered the *recording* connection's later
+subscriptions (after a reconnect, a book resync); a serving subscription that has had its
+snapshot gets each of them as the update it amounts to, in the recorded envelope: for
+``level2``, the levels that differ from the book as served so far (removed ones at
+quantity zero); for ``market_trades``, the trades newer than those served (oldest first;
+none: nothing is sent); for ``ticker`` and ``candles``, the same event with ``type``
+``update``. So a client that keeps its own book from the updates stays right, as it would
+have against the venue. A subscription made while the recording plays gets a ``level2``
+snapshot of the book as recorded so far (levels, quantities and ``event_time`` as recorded,
+``timestamp`` of the last recorded book message); no other snapshot is made up. Products
+are those of the recorded products list (REST), or any product when none was recorded.
 """
 
 from __future__ import annotations
@@ -52,9 +83,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from .faults import Faults
 from .market import NS, BarBuilder, MarketEvent, SymbolSpec, SyntheticMarket, Trade
-from .server import Feed, MarketFeed, RestError, RestRequest, RestResponse, SimConnection, SimServer, json_response
+from .server import (
+    Feed,
+    MarketFeed,
+    RecordedFrame,
+    RestError,
+    RestRequest,
+    RestResponse,
+    SimConnection,
+    SimServer,
+    json_response,
+)
 
 __all__ = ["CoinbaseSimulator", "DEFAULT_PRODUCTS"]
 
@@ -111,6 +154,49 @@ CHANNELS = (
 )
 _PRIVATE = ("user", "futures_balance_summary")
 _WIRE = {"level2": "l2_data"}  # channel subscribed -> channel name on data messages
+
+
+# -- recorded messages (replay): what routing and the recorded book need ---------------------------
+
+class _RecItem(msgspec.Struct):
+    product_id: str | None = None
+    trade_id: str | None = None
+
+
+class _RecLevel(msgspec.Struct):
+    side: str
+    price_level: str
+    new_quantity: str
+    event_time: str = ""
+
+
+class _RecEvent(msgspec.Struct):
+    type: str | None = None
+    product_id: str | None = None
+    trades: list[_RecItem] = []
+    tickers: list[_RecItem] = []
+    candles: list[_RecItem] = []
+    updates: list[_RecLevel] = []
+
+
+class _RecMsg(msgspec.Struct):
+    channel: str | None = None
+    timestamp: str = ""
+    sequence_num: int | None = None
+    events: list[_RecEvent] = []
+
+
+_recorded = msgspec.json.Decoder(_RecMsg).decode
+#: channel on a recorded data message -> the channel its clients subscribed to
+_SUBSCRIBED = {"market_trades": "market_trades", "ticker": "ticker", "ticker_batch": "ticker_batch", "candles": "candles",
+               "l2_data": "level2"}
+_SEQ_KEY = b'"sequence_num":'
+
+
+def _zero_like(qty: str) -> str:
+    """``0`` printed like ``qty`` (``0.00000000`` for ``0.01223614``)."""
+    _, dot, frac = qty.partition(".")
+    return "0" + dot + "0" * len(frac)
 
 
 def _rfc3339(ns: int, digits: int = 6) -> str:
@@ -217,6 +303,15 @@ class CoinbaseSimulator(SimServer):
         self._next_candles = 0
         self._next_heartbeat = 0
         self._started = time.monotonic_ns()
+        self.heartbeat_interval = heartbeat_interval
+        # serving a recording: each recorded connection's last sequence_num, the books as
+        # recorded (product -> (bids, offers) as {price text: (quantity text, event_time)},
+        # last timestamp), the newest trade served per product, the recorded products
+        self._rec_seq: dict[int | None, int] = {}
+        self._rec_lost: dict[int | None, int] = {}  # messages lost, not yet shown to a client
+        self._rec_books: dict[str, tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]], str]] = {}
+        self._rec_last_trade: dict[str, int] = {}  # product -> the newest trade id served
+        self._rec_products: set[str] | None = None
         self.route("/api/v3/brokerage/market/products", self._r_products)
         for p in market.symbols:
             self.route(f"/api/v3/brokerage/market/products/{p}", self._r_product)
@@ -241,11 +336,21 @@ class CoinbaseSimulator(SimServer):
             c.props["skip"] = c.props.get("skip", 0) + n
 
     # -- framing -----------------------------------------------------------------------------------
-    def _head(self, channel: str, now_ns: int) -> bytes:
-        cid = '"client_id":"",' if self.client_id else ""
-        return f'{{"channel":"{channel}",{cid}"timestamp":"{_rfc3339(now_ns, 9)}","sequence_num":'.encode()
+    @property
+    def replaying(self) -> bool:
+        """Serving a recording (a :class:`~wrdata.sim.server.FrameFeed`), not the synthetic market."""
+        return not isinstance(self.feed, MarketFeed)
 
-    def _send(self, conn: SimConnection, head: bytes, tail: bytes, stream: str | None = None) -> None:
+    def _head(self, channel: str, now_ns: int) -> bytes:
+        return self._head_at(channel, _rfc3339(now_ns, 9))
+
+    def _head_at(self, channel: str, timestamp: str) -> bytes:
+        cid = '"client_id":"",' if self.client_id else ""
+        return f'{{"channel":"{channel}",{cid}"timestamp":"{timestamp}","sequence_num":'.encode()
+
+    @staticmethod
+    def _next_seq(conn: SimConnection) -> int:
+        """The connection's next ``sequence_num`` (after any lost messages: ``skip``)."""
         n = conn.props.get("seq", 0)
         skip = conn.props.get("skip", 0)
         if skip:
@@ -253,7 +358,27 @@ class CoinbaseSimulator(SimServer):
             conn.props["skip"] = 0
             n += skip
         conn.props["seq"] = n + 1
-        conn.send(head + str(n).encode() + b',"events":' + tail + b"}", stream)
+        return n
+
+    def _send(self, conn: SimConnection, head: bytes, tail: bytes, stream: str | None = None) -> None:
+        conn.send(head + str(self._next_seq(conn)).encode() + b',"events":' + tail + b"}", stream)
+
+    #: every message carries the connection's own ``sequence_num`` (``publish`` → ``frame_for``)
+    per_connection_framing = True
+
+    def frame_for(self, conn: SimConnection, stream: str, body: bytes) -> bytes:
+        """``body`` (a whole message, e.g. a recorded one) with its ``sequence_num`` digits
+        replaced by this connection's next number; every other byte unchanged."""
+        at = body.find(_SEQ_KEY, 0, 512)
+        if at < 0:
+            return body
+        end = at + len(_SEQ_KEY)
+        while body[end : end + 1] == b" ":
+            end += 1
+        start = end
+        while body[end : end + 1].isdigit():
+            end += 1
+        return body[:start] + str(self._next_seq(conn)).encode() + body[end:]
 
     def _emit(self, stream: str, channel: str, events: Any, now_ns: int) -> None:
         subs = self.subscribers(stream)
@@ -271,17 +396,30 @@ class CoinbaseSimulator(SimServer):
 
     async def serve_connection(self, conn: SimConnection) -> None:
         conn.props.update(seq=0, subs={}, hb=0)
-        watchdog = None
+        tasks = []
         if self.subscribe_timeout:
-            watchdog = asyncio.create_task(self._subscribe_deadline(conn))
+            tasks.append(asyncio.create_task(self._subscribe_deadline(conn)))
+        if self.replaying and self.heartbeat_interval:
+            tasks.append(asyncio.create_task(self._heartbeats(conn)))  # the market clock does it otherwise
         try:
             async for msg in conn:
                 if conn.closing:
                     break
                 self.control(conn, msg)
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            for t in tasks:
+                t.cancel()
+
+    async def _heartbeats(self, conn: SimConnection) -> None:
+        """Heartbeats of one connection on the wall clock (while serving a recording)."""
+        while not conn.closing:
+            await asyncio.sleep(self.heartbeat_interval)
+            if "heartbeats" in conn.subscriptions:
+                now = time.time_ns()
+                head = self._head("heartbeats", now)
+                conn.props["hb"] = conn.props.get("hb", 0) + 1
+                ev = [{"current_time": _go_time(now, time.monotonic_ns() - self._started), "heartbeat_counter": conn.props["hb"]}]
+                self._send(conn, head, json.dumps(ev, separators=(",", ":")).encode(), "heartbeats")
 
     async def _subscribe_deadline(self, conn: SimConnection) -> None:
         await asyncio.sleep(self.subscribe_timeout)
@@ -315,7 +453,7 @@ class CoinbaseSimulator(SimServer):
                 subs.setdefault("heartbeats", set()).add("heartbeats")
                 conn.subscribe("heartbeats")
                 return self._ack(conn, now)
-            known = [p for p in dict.fromkeys(products) if p in self.market.specs]
+            known = [p for p in dict.fromkeys(products) if self._known(p)]
             have = subs.setdefault(channel, set())
             if channel == "level2" and len(have | set(known)) > self.max_level2:
                 return self._error(conn, "too many L2 streams requested in a single session")
@@ -323,6 +461,7 @@ class CoinbaseSimulator(SimServer):
             have.update(new)
             for p in new:
                 conn.subscribe(f"{channel}:{p}")
+                conn.props.setdefault("snapshot_wanted", set()).add(f"{channel}:{p}")  # every subscription gets one
             self._ack(conn, now)
             for p in new:
                 self._snapshot(conn, channel, p, now)
@@ -332,9 +471,17 @@ class CoinbaseSimulator(SimServer):
                 if p in have:
                     have.discard(p)
                     conn.unsubscribe(f"{channel}:{p}" if channel != "heartbeats" else "heartbeats")
+                    for marks in (conn.props.get("snapshot_wanted", set()), conn.props.get("snapshot_had", set())):
+                        marks.discard(f"{channel}:{p}")
             if not have:
                 subs.pop(channel, None)
             self._ack(conn, now)
+
+    def _known(self, product: str) -> bool:
+        if not self.replaying:
+            return product in self.market.specs
+        # a recording: the products it listed, else whatever is asked (the recording has what it has)
+        return self._rec_products is None or product in self._rec_products
 
     def _ack(self, conn: SimConnection, now: int) -> None:
         subs = {ch: sorted(ps) for ch, ps in conn.props["subs"].items() if ps}
@@ -441,6 +588,8 @@ class CoinbaseSimulator(SimServer):
         }
 
     def _snapshot(self, conn: SimConnection, channel: str, product: str, now: int) -> None:
+        if self.replaying:
+            return self._recorded_snapshot(conn, channel, product)
         spec = self.market.spec(product)
         if channel == "market_trades":
             rows = [self._trade_row(spec, t) for t in reversed(self.market.trades(product)[-self.trades_snapshot :])]
@@ -470,6 +619,188 @@ class CoinbaseSimulator(SimServer):
             json.dumps(events, separators=(",", ":")).encode(),
             f"{channel}:{product}",
         )
+
+    # -- recorded messages (replay) --------------------------------------------------------------------
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve one recorded message (see the module docstring): to the subscribers of its
+        channel and products, every byte as recorded but ``sequence_num`` (``frame_for``)."""
+        payload = frame.payload
+        try:
+            msg = _recorded(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("coinbase: recorded frame is not a message: skipped")
+            return
+        n = msg.sequence_num
+        if n is not None and n >= 0:
+            # every recorded message of a connection counts, served or not (acks, heartbeats)
+            last = self._rec_seq.get(frame.conn)
+            if last is not None and n > last + 1:
+                # the venue lost messages for the recording connection: the next message served
+                # from it (this one, or the next if this one is not served) carries the jump
+                self._rec_lost[frame.conn] = self._rec_lost.get(frame.conn, 0) + n - last - 1
+            self._rec_seq[frame.conn] = n
+        sub = _SUBSCRIBED.get(msg.channel or "")
+        if sub is None:
+            return  # subscriptions, heartbeats, status, errors: the simulator's own business
+        products: dict[str, None] = {}
+        for ev in msg.events:
+            if ev.product_id:
+                products[ev.product_id] = None
+            for item in (*ev.trades, *ev.tickers, *ev.candles):
+                if item.product_id:
+                    products[item.product_id] = None
+        snapshot = any(ev.type == "snapshot" for ev in msg.events)
+        streams = [f"{sub}:{p}" for p in products]
+        conns: set[SimConnection] = set()
+        for stream in streams:
+            conns |= self.subscribers(stream)
+        news: bytes | None = None
+        if sub == "level2":
+            news = self._record_book(msg, payload)
+        elif snapshot and conns:
+            news = self._as_update(sub, payload)
+        if sub == "market_trades":
+            for ev in msg.events:
+                for t in ev.trades:
+                    if t.product_id and t.trade_id and t.trade_id.isdigit():
+                        tid = int(t.trade_id)
+                        self._rec_last_trade[t.product_id] = max(tid, self._rec_last_trade.get(t.product_id, tid))
+        if not conns:
+            return
+        stream = streams[0]
+        jump = self._rec_lost.pop(frame.conn, 0)
+        for conn in conns:
+            if snapshot and not self._first_snapshot(conn, streams) and news is not payload:
+                body = news  # the connection has had its snapshot: what is new, as an update
+            else:
+                body = payload
+            if jump:  # (shown in this connection's next message, if not in this one)
+                conn.props["skip"] = conn.props.get("skip", 0) + jump
+            if body is not None:
+                conn.send(self.frame_for(conn, stream, body), stream)
+        self.sent_by_stream[stream] += len(conns)
+
+    @staticmethod
+    def _first_snapshot(conn: SimConnection, streams: list[str]) -> bool:
+        """Does ``conn`` get a recorded snapshot as it is? Only for a subscription that has had
+        none (Coinbase sends one per subscription); it has had one after this."""
+        mine = [s for s in streams if s in conn.subscriptions]
+        wanted = conn.props.get("snapshot_wanted", set())
+        had = conn.props.setdefault("snapshot_had", set())
+        if any(s in wanted and s not in had for s in mine):
+            had.update(mine)
+            return True
+        return False
+
+    @staticmethod
+    def _with_events(payload: bytes, events: Any) -> bytes | None:
+        """The recorded envelope (channel, client_id, timestamp, sequence_num as recorded) with other events."""
+        at = payload.rfind(b'"events":')
+        if at < 0:
+            return None
+        return payload[: at + 9] + json.dumps(events, separators=(",", ":")).encode() + b"}"
+
+    def _as_update(self, sub: str, payload: bytes) -> bytes | None:
+        """A recorded snapshot (``market_trades``, ``ticker``, ``candles``) as an update, for a
+        connection that has had its snapshot: the trades newer than those served (oldest
+        first, as updates come), the ticker or candle as it is."""
+        if sub != "market_trades":
+            return payload.replace(b'"type":"snapshot"', b'"type":"update"', 1)
+        try:
+            events = json.loads(payload)["events"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        fresh = []
+        for ev in events:
+            for t in ev.get("trades") or []:
+                tid = t.get("trade_id")
+                last = self._rec_last_trade.get(t.get("product_id"))
+                if isinstance(tid, str) and tid.isdigit() and (last is None or int(tid) > last):
+                    fresh.append(t)
+        if not fresh:
+            return None
+        fresh.sort(key=lambda t: int(t["trade_id"]))
+        return self._with_events(payload, [{"type": "update", "trades": fresh}])
+
+    def _record_book(self, msg: _RecMsg, payload: bytes) -> bytes | None:
+        """Keep the books as recorded. For a snapshot of a book already kept: the update that
+        turns the kept book into the snapshot's (what a connection that has had its
+        snapshot gets); the recorded bytes if there was none (everybody gets it as it is)."""
+        out: list[dict[str, Any]] = []
+        fresh = False
+        for ev in msg.events:
+            p = ev.product_id
+            if not p:
+                continue
+            book = self._rec_books.get(p)
+            if ev.type == "snapshot" or book is None:
+                if ev.type != "snapshot":
+                    continue  # updates before the recording's first snapshot: no book to apply them to
+                before = book
+                book = ({}, {}, "")
+            else:
+                before = None
+            bids, offers, _ = book
+            for u in ev.updates:
+                side = bids if u.side == "bid" else offers
+                try:
+                    gone = float(u.new_quantity) == 0.0
+                except ValueError:
+                    continue
+                if gone:
+                    side.pop(u.price_level, None)
+                else:
+                    side[u.price_level] = (u.new_quantity, u.event_time)
+            self._rec_books[p] = (bids, offers, msg.timestamp)
+            if ev.type != "snapshot":
+                continue
+            if before is None:
+                fresh = True
+                continue
+            when = next((u.event_time for u in ev.updates if u.event_time), msg.timestamp)
+            ups = []
+            for name, now, old in (("bid", bids, before[0]), ("offer", offers, before[1])):
+                zero = _zero_like(next(iter(now.values()), ("0", ""))[0])
+                ups += [{"side": name, "event_time": when, "price_level": q, "new_quantity": zero} for q in old if q not in now]
+                ups += [{"side": name, "event_time": t or when, "price_level": q, "new_quantity": n}
+                        for q, (n, t) in now.items() if old.get(q, (None,))[0] != n]
+            out.append({"type": "update", "product_id": p, "updates": ups})
+        if fresh:
+            return payload
+        return self._with_events(payload, out) if out else None
+
+    def _recorded_snapshot(self, conn: SimConnection, channel: str, product: str) -> None:
+        """A new ``level2`` subscriber gets the book as recorded so far (other channels: nothing made up)."""
+        book = self._rec_books.get(product) if channel == "level2" else None
+        if book is None:
+            return
+        bids, offers, ts = book
+
+        def key(kv: tuple[str, Any]) -> float:
+            return float(kv[0])
+
+        ups = [{"side": "bid", "event_time": t or ts, "price_level": p, "new_quantity": q}
+               for p, (q, t) in sorted(bids.items(), key=key, reverse=True)]
+        ups += [{"side": "offer", "event_time": t or ts, "price_level": p, "new_quantity": q}
+                for p, (q, t) in sorted(offers.items(), key=key)]
+        events = [{"type": "snapshot", "product_id": product, "updates": ups}]
+        stream = f"level2:{product}"
+        conn.props.setdefault("snapshot_had", set()).add(stream)
+        self._send(conn, self._head_at("l2_data", ts), json.dumps(events, separators=(",", ":")).encode(), stream)
+
+    def set_rest_override(self, path: str, body: bytes | None, status: int = 200) -> None:
+        """As the base class; a recorded products list also says which products exist."""
+        super().set_rest_override(path, body, status)
+        if body is not None and status == 200 and path.partition("?")[0] == "/api/v3/brokerage/market/products":
+            try:
+                doc = json.loads(body)
+                listed = {p["product_id"] for p in doc.get("products", []) if isinstance(p, dict) and p.get("product_id")}
+            except (ValueError, AttributeError, TypeError):
+                return
+            if "?" not in path:
+                self._rec_products = listed
+            elif self._rec_products is not None:
+                self._rec_products |= listed
 
     # -- the market -------------------------------------------------------------------------------------
     def on_market_events(self, events: list[MarketEvent]) -> None:

@@ -45,10 +45,40 @@ messages carry a wrong checksum, as if the client had missed an update).
 
 Not modelled: ``instrument``, ``level3`` and private channels (an error reply), Cloudflare
 connection-rate bans, the ~1 minute idle close.
+
+Serving a recording (``wrdata replay serve kraken``, a
+:class:`~wrdata.sim.server.FrameFeed`): :meth:`KrakenSimulator.publish_recorded` sends
+each recorded ``trade``, ``ticker``, ``ohlc`` and ``book`` message, byte for byte (the
+envelope holds no per-connection state; snapshots below), to the connections subscribed to its channel
+and to any of its symbols: ``ohlc`` to the subscribers of its ``interval``, ``ticker`` to
+those of either ``event_trigger`` (a message does not say which one produced it), and
+``book`` to the subscribers at the depth the recording was made at (learned from the
+recorded subscription acknowledgement, else from the size of the snapshot): a book kept
+at another depth would drift from the recorded checksums, so those get no book data.
+Recorded ``status``, ``heartbeat`` and method replies (acks, pongs) are not served: the
+simulator answers its own clients and sends them heartbeats on the wall clock.
+
+Snapshots: Kraken sends one per subscription, first, and a trade snapshot only when asked
+(``snapshot:true``). A recorded snapshot goes as recorded to a subscription that asked for
+one and has had none yet (one made before the recording reached it). The recording also
+holds snapshots that answered the *recording* connection's later subscriptions (after a
+reconnect, a checksum resync); a serving subscription that has had its snapshot (or did
+not ask for one) gets each as the update it amounts to: for ``book``, the levels that
+differ from the book as served so far (removed ones at quantity zero, printed with the
+pair's decimals) with the snapshot's checksum and timestamp, which the client's book then
+matches; for ``trade``, the trades newer than those served (none: nothing is sent); for
+``ohlc``, the bars from the latest one served on; for ``ticker``, the same data with
+``type`` ``update``. A book subscription made while the recording plays gets a snapshot
+of the book as recorded so far (prices and quantities as recorded, the checksum computed
+on those texts, the last recorded book ``timestamp``): that is how a client resynchronises
+after a recorded checksum failure. No other snapshot is made up. Pairs are those of the
+recorded AssetPairs (which also answers the SDK's ``?pair=`` requests), or any pair when
+none was recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -57,9 +87,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from .faults import Faults
 from .market import NS, BarBuilder, MarketEvent, SymbolSpec, SyntheticMarket, Trade
-from .server import Feed, MarketFeed, RestRequest, RestResponse, SimConnection, SimServer, json_response
+from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
 
 __all__ = ["KrakenSimulator", "DEFAULT_PAIRS"]
 
@@ -78,7 +110,116 @@ DEFAULT_PAIRS: tuple[SymbolSpec, ...] = (
 DEPTHS = (10, 25, 100, 500, 1000)
 OHLC = {1: "1m", 5: "5m", 15: "15m", 30: "30m", 60: "1h", 240: "4h", 1440: "1d", 10080: "1w", 21600: "15d"}
 _V1 = {"BTC": "XBT", "DOGE": "XDG"}
+_V2 = {v: k for k, v in _V1.items()}
 _conn_ids = itertools.count(18266300427528990701)
+
+
+# -- recorded messages (replay): what routing and the recorded book need ---------------------------
+
+class _RecRow(msgspec.Struct):
+    symbol: str | None = None
+    interval: int | None = None
+    trade_id: int | None = None
+    interval_begin: str | None = None
+
+
+class _RecResult(msgspec.Struct):
+    channel: str | None = None
+    symbol: str | None = None
+    depth: int | None = None
+
+
+class _RecMsg(msgspec.Struct):
+    channel: str | None = None
+    type: str | None = None
+    method: str | None = None
+    success: bool | None = None
+    result: _RecResult | None = None
+    timestamp: str | None = None
+    data: list[_RecRow] = []
+
+
+class _RecRaw(msgspec.Struct):
+    data: list[msgspec.Raw] = []  # each row's exact bytes
+
+
+class _RecLevel(msgspec.Struct):
+    price: msgspec.Raw  # the number's exact text
+    qty: msgspec.Raw
+
+
+class _RecBook(msgspec.Struct):
+    symbol: str
+    bids: list[_RecLevel] = []
+    asks: list[_RecLevel] = []
+    checksum: int | None = None
+    timestamp: str | None = None
+
+
+class _RecBookMsg(msgspec.Struct):
+    data: list[_RecBook] = []
+
+
+_recorded = msgspec.json.Decoder(_RecMsg).decode
+_recorded_rows = msgspec.json.Decoder(_RecRaw).decode
+_recorded_book = msgspec.json.Decoder(_RecBookMsg).decode
+
+
+class _RecordedBook:
+    """A book as the recording tells it: {price text: qty text} per side, kept to ``depth``."""
+
+    __slots__ = ("depth", "bids", "asks", "timestamp")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        self.timestamp: str | None = None
+
+    def apply(self, d: _RecBook, snapshot: bool) -> None:
+        if snapshot:
+            self.bids, self.asks = {}, {}
+        for side, levels, best_first in ((self.bids, d.bids, True), (self.asks, d.asks, False)):
+            for lv in levels:
+                p, q = bytes(lv.price).decode(), bytes(lv.qty).decode()
+                if float(q) == 0.0:
+                    side.pop(p, None)
+                else:
+                    side[p] = q
+            if len(side) > self.depth:  # pushed out of the subscribed depth: gone without a delete
+                for p in sorted(side, key=float, reverse=best_first)[self.depth :]:
+                    del side[p]
+        if d.timestamp:
+            self.timestamp = d.timestamp
+
+    def top(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        bids = sorted(self.bids.items(), key=lambda kv: float(kv[0]), reverse=True)[:n]
+        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:n]
+        return bids, asks
+
+    def changes_from(self, bids: dict[str, str], asks: dict[str, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """What turns a book of ``bids``/``asks`` into this one: changed levels, and removed
+        ones at quantity zero (printed with the quantities' decimals)."""
+        out = []
+        for now, before in ((self.bids, bids), (self.asks, asks)):
+            zero = _zero_like(next(iter(now.values()), None) or next(iter(before.values()), "0"))
+            out.append([(p, zero) for p in before if p not in now] + [(p, q) for p, q in now.items() if before.get(p) != q])
+        return out[0], out[1]
+
+
+def _zero_like(qty: str) -> str:
+    """``0`` printed like ``qty`` (``0.00000000`` for ``0.01223614``)."""
+    _, dot, frac = qty.partition(".")
+    return "0" + dot + "0" * len(frac)
+
+
+def _levels_json(side: list[tuple[str, str]]) -> str:
+    return "[" + ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in side) + "]"
+
+
+def _text_checksum(asks: list[tuple[str, str]], bids: list[tuple[str, str]]) -> int:
+    """Kraken's CRC32 on the printed numbers: top 10 asks then bids, ``.`` and leading zeros removed."""
+    return zlib.crc32("".join(x.replace(".", "").lstrip("0") for lv in asks[:10] + bids[:10] for x in lv).encode())
 
 
 def _rfc3339(ns: int, digits: int = 6) -> str:
@@ -163,6 +304,13 @@ class KrakenSimulator(SimServer):
         self._bars: dict[tuple[str, int], BarBuilder] = {}
         self._corrupt: dict[str | None, int] = {}
         self._next_heartbeat = 0
+        self.heartbeat_interval = heartbeat_interval
+        # serving a recording: the recorded book depth and book per symbol, the recorded AssetPairs
+        self._rec_depth: dict[str, int] = {}
+        self._rec_books: dict[str, _RecordedBook] = {}
+        self._rec_last: dict[str, Any] = {}  # symbol -> last trade id served; "symbol:interval" -> last bar start
+        self._rec_pairs: dict[str, Any] | None = None
+        self._rec_pairs_body: tuple[bytes, int] | None = None
         self.route("/0/public/AssetPairs", self._r_asset_pairs)
         self.route("/0/public/Trades", self._r_trades)
 
@@ -195,15 +343,39 @@ class KrakenSimulator(SimServer):
     def ws_path_ok(self, path: str, params: dict[str, str]) -> int | None:
         return None if path in ("/v2", "/v2/") else 404
 
+    @property
+    def replaying(self) -> bool:
+        """Serving a recording (a :class:`~wrdata.sim.server.FrameFeed`), not the synthetic market."""
+        return not isinstance(self.feed, MarketFeed)
+
     async def serve_connection(self, conn: SimConnection) -> None:
         conn.props["last_sent"] = 0
         status = {"channel": "status", "data": [{"api_version": "v2", "connection_id": next(_conn_ids), "system": "online",
                                                  "version": "2.0.10"}], "type": "update"}
         conn.send(json.dumps(status, separators=(",", ":")).encode())
-        async for msg in conn:
-            if conn.closing:
-                break
-            self.control(conn, msg)
+        beat = asyncio.create_task(self._heartbeats(conn)) if self.replaying and self.heartbeat_ns else None
+        try:
+            async for msg in conn:
+                if conn.closing:
+                    break
+                self.control(conn, msg)
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    async def _heartbeats(self, conn: SimConnection) -> None:
+        """While serving a recording: a heartbeat when nothing else was sent for a while (wall clock)."""
+        while not conn.closing:
+            last = conn.sent
+            await asyncio.sleep(self.heartbeat_interval)
+            if conn.subscriptions and conn.sent == last:
+                conn.send(b'{"channel":"heartbeat"}')
+
+    def _known(self, sym: str) -> bool:
+        if not self.replaying:
+            return sym in self.market.specs
+        # a recording: the pairs it listed, else whatever is asked (the recording has what it has)
+        return self._rec_pairs is None or sym in self._rec_pairs
 
     def _reply(self, conn: SimConnection, obj: dict[str, Any]) -> None:
         conn.send(json.dumps(obj, separators=(",", ":")).encode())
@@ -244,7 +416,7 @@ class KrakenSimulator(SimServer):
         if err:
             return done({**base, "error": err, "success": False})
         for sym in symbols:
-            if sym not in self.market.specs:
+            if not self._known(sym):
                 done({**base, "error": f"Currency pair not supported {sym}", "success": False, "symbol": sym})
                 continue
             stream = f"{channel}:{sym}:{stream_opt}"
@@ -256,6 +428,8 @@ class KrakenSimulator(SimServer):
                     done({**base, "error": "Already subscribed", "success": False, "symbol": sym})
                     continue
                 conn.subscribe(stream)
+                if opts.get("snapshot"):
+                    conn.props.setdefault("snapshot_wanted", set()).add(stream)
                 done({**base, "result": {"channel": channel, **opts, "symbol": sym}, "success": True})
                 self._snapshot(conn, channel, sym, stream_opt, params)
             else:
@@ -263,6 +437,8 @@ class KrakenSimulator(SimServer):
                     done({**base, "error": "Subscription Not Found", "success": False, "symbol": sym})
                     continue
                 conn.unsubscribe(stream)
+                conn.props.get("snapshot_wanted", set()).discard(stream)
+                conn.props.get("snapshot_had", set()).discard(stream)
                 done({**base, "result": {"channel": channel, **opts, "symbol": sym}, "success": True})
 
     def _options(self, channel: str, params: dict[str, Any]) -> tuple[dict[str, Any], Any, str | None]:
@@ -323,6 +499,10 @@ class KrakenSimulator(SimServer):
 
     # -- snapshots ------------------------------------------------------------------------------------------
     def _snapshot(self, conn: SimConnection, channel: str, sym: str, opt: Any, params: dict[str, Any]) -> None:
+        if self.replaying:
+            if channel == "book" and params.get("snapshot", True):
+                self._recorded_snapshot(conn, sym, opt)
+            return
         spec = self.market.spec(sym)
         now = self.now_ns()
         stream = f"{channel}:{sym}:{opt}"
@@ -365,6 +545,203 @@ class KrakenSimulator(SimServer):
             if bars and bars[-1].open_ns == b.bar.open_ns:
                 b.bar = bars[-1]
         return b
+
+    # -- recorded messages (replay) ---------------------------------------------------------------------------
+    def publish_recorded(self, frame: RecordedFrame) -> None:
+        """Serve one recorded message to the subscribers of its channel and symbols (see the
+        module docstring): exact bytes, but a snapshot for a connection that has had one."""
+        payload = frame.payload
+        try:
+            msg = _recorded(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("kraken: recorded frame is not a message: skipped")
+            return
+        ch = msg.channel
+        if ch is None:
+            r = msg.result
+            if msg.method == "subscribe" and msg.success and r is not None and r.channel == "book" and r.symbol and r.depth:
+                self._rec_depth[r.symbol] = r.depth  # the depth the recorded book messages are kept at
+            return  # acks, pongs, errors: the simulator answers its own clients
+        if ch == "book":
+            return self._publish_book(payload, msg.type == "snapshot")
+        streams: list[str] = []
+        if ch == "trade":
+            streams = [f"trade:{s}:" for s in dict.fromkeys(d.symbol for d in msg.data if d.symbol)]
+        elif ch == "ticker":
+            for s in dict.fromkeys(d.symbol for d in msg.data if d.symbol):
+                streams += [f"ticker:{s}:bbo", f"ticker:{s}:trades"]
+        elif ch == "ohlc":
+            streams = list(dict.fromkeys(f"ohlc:{d.symbol}:{d.interval}" for d in msg.data if d.symbol))
+        else:
+            return  # status, heartbeat: the simulator's own
+        conns: set[SimConnection] = set()
+        for stream in streams:
+            conns |= self.subscribers(stream)
+        news: bytes | None = None
+        if msg.type == "snapshot" and conns:
+            news = self._as_update(ch, msg, payload)
+        # what has been served, for the next snapshot's news
+        for d in msg.data:
+            if ch == "trade" and d.symbol and d.trade_id is not None:
+                self._rec_last[d.symbol] = max(d.trade_id, self._rec_last.get(d.symbol, d.trade_id))
+            elif ch == "ohlc" and d.symbol and d.interval_begin:
+                key = f"{d.symbol}:{d.interval}"
+                self._rec_last[key] = max(d.interval_begin, self._rec_last.get(key, ""))
+        for conn in conns:
+            if msg.type != "snapshot" or self._first_snapshot(conn, streams):
+                conn.send(payload, streams[0])
+            elif news is not None:
+                conn.send(news, streams[0])
+        self.sent_by_stream[streams[0]] += len(conns)
+
+    @staticmethod
+    def _first_snapshot(conn: SimConnection, streams: list[str]) -> bool:
+        """Does ``conn`` get a recorded snapshot as it is? Only for a subscription that asked
+        for one and has had none; it has had one after this."""
+        mine = [s for s in streams if s in conn.subscriptions]
+        wanted = conn.props.get("snapshot_wanted", set())
+        had = conn.props.setdefault("snapshot_had", set())
+        if any(s in wanted and s not in had for s in mine):
+            had.update(mine)
+            return True
+        return False
+
+    def _as_update(self, ch: str, msg: _RecMsg, payload: bytes) -> bytes | None:
+        """A recorded snapshot as an update, for a connection that has had its snapshot: the
+        trades newer than those served, the bars from the latest served on, the ticker as is."""
+        if ch == "ticker":
+            return payload.replace(b'"type":"snapshot"', b'"type":"update"', 1)
+        try:
+            rows = _recorded_rows(payload).data
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        keep = []
+        for d, raw in zip(msg.data, rows, strict=False):
+            if ch == "trade":
+                last = self._rec_last.get(d.symbol or "")
+                if last is None or (d.trade_id is not None and d.trade_id > last):
+                    keep.append((d.trade_id or 0, bytes(raw)))
+            elif d.interval_begin is not None and d.interval_begin >= self._rec_last.get(f"{d.symbol}:{d.interval}", ""):
+                keep.append((0, bytes(raw)))
+        if not keep:
+            return None
+        if ch == "trade":
+            keep.sort(key=lambda x: x[0])  # oldest first, as updates come
+        body = b",".join(r for _, r in keep)
+        ts = f',"timestamp":"{msg.timestamp}"'.encode() if msg.timestamp else b""
+        return b'{"channel":"' + ch.encode() + b'","type":"update"' + ts + b',"data":[' + body + b"]}"
+
+    def _publish_book(self, payload: bytes, snapshot: bool) -> None:
+        """Keep the recorded book and serve its message to the subscribers at the recorded depth;
+        a snapshot goes as the update from the book they have to the snapshot's book to a
+        connection that has had its snapshot (a subscription gets one snapshot from Kraken)."""
+        try:
+            books = _recorded_book(payload).data
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("kraken: recorded book message not understood: skipped")
+            return
+        for d in books:
+            sym = d.symbol
+            depth = self._rec_depth.get(sym)
+            if depth is None and snapshot:
+                # no acknowledgement recorded: the snapshot's size tells the depth
+                n = max(len(d.bids), len(d.asks))
+                depth = self._rec_depth[sym] = next((x for x in DEPTHS if x >= n), DEPTHS[-1])
+            if depth is None:
+                continue
+            book = self._rec_books.get(sym)
+            before: tuple[dict[str, str], dict[str, str]] | None = None
+            if book is None or book.depth != depth:
+                if not snapshot:
+                    continue  # updates before the recording's first snapshot: no book to apply them to
+                book = self._rec_books[sym] = _RecordedBook(depth)
+            elif snapshot:
+                before = (book.bids, book.asks)
+            book.apply(d, snapshot)
+            stream = f"book:{sym}:{depth}"
+            conns = self.subscribers(stream)
+            if not conns:
+                continue
+            news: bytes | None = None
+            if before is not None:
+                bids, asks = book.changes_from(*before)
+                ts = f',"timestamp":"{d.timestamp}"' if d.timestamp else ""
+                crc = d.checksum if d.checksum is not None else _text_checksum(*reversed(book.top(10)))
+                news = (f'{{"channel":"book","type":"update","data":[{{"symbol":"{sym}","bids":{_levels_json(bids)},'
+                        f'"asks":{_levels_json(asks)},"checksum":{crc}{ts}}}]}}').encode()
+            own = payload if len(books) == 1 else self._book_entry(d, snapshot)
+            for conn in list(conns):
+                if not snapshot or self._first_snapshot(conn, [stream]) or before is None:
+                    conn.send(own, stream)
+                elif news is not None:
+                    conn.send(news, stream)
+            self.sent_by_stream[stream] += len(conns)
+
+    def _book_entry(self, d: _RecBook, snapshot: bool) -> bytes:
+        """One symbol's entry of a recorded book message that held several, as its own message."""
+        levels = {side: [(bytes(lv.price).decode(), bytes(lv.qty).decode()) for lv in getattr(d, side)] for side in ("bids", "asks")}
+        ts = f',"timestamp":"{d.timestamp}"' if d.timestamp else ""
+        crc = f',"checksum":{d.checksum}' if d.checksum is not None else ""
+        return (f'{{"channel":"book","type":"{"snapshot" if snapshot else "update"}","data":[{{"symbol":"{d.symbol}",'
+                f'"bids":{_levels_json(levels["bids"])},"asks":{_levels_json(levels["asks"])}{crc}{ts}}}]}}').encode()
+
+    def _recorded_snapshot(self, conn: SimConnection, sym: str, depth: int) -> None:
+        book = self._rec_books.get(sym)
+        if book is None:
+            return
+        if depth != book.depth:
+            log.warning("kraken: %s was recorded at depth %d: a depth %d subscriber gets no book", sym, book.depth, depth)
+            return
+        bids, asks = book.top(depth)
+        crc = _text_checksum(asks, bids)
+        if self._take_corrupt(sym):
+            crc ^= 0x5A5A5A5A
+        ts = f',"timestamp":"{book.timestamp}"' if book.timestamp else ""
+        stream = f"book:{sym}:{depth}"
+        conn.props.setdefault("snapshot_had", set()).add(stream)
+        conn.send((f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{sym}","bids":{_levels_json(bids)},'
+                   f'"asks":{_levels_json(asks)},"checksum":{crc}{ts}}}]}}').encode(), stream)
+
+    def set_rest_override(self, path: str, body: bytes | None, status: int = 200) -> None:
+        """As the base class, but a recorded full AssetPairs list answers ``/0/public/AssetPairs``
+        itself (as recorded), and ``?pair=`` requests from it (keyed as the request spells the pair)."""
+        if path != "/0/public/AssetPairs":
+            return super().set_rest_override(path, body, status)
+        if body is None:
+            self._rec_pairs = self._rec_pairs_body = None
+            return
+        self._rec_pairs_body = (body, status)
+        try:
+            result = json.loads(body).get("result") or {}
+        except (ValueError, AttributeError):
+            result = {}
+        pairs: dict[str, Any] = {}
+        for key, info in result.items():
+            ws = info.get("wsname") if isinstance(info, dict) else None
+            if ws:
+                base, _, quote = ws.partition("/")
+                v2 = f"{_V2.get(base, base)}/{_V2.get(quote, quote)}"
+                pairs[v2] = (key, info)
+        self._rec_pairs = pairs
+
+    def _recorded_asset_pairs(self, req: RestRequest) -> RestResponse:
+        assert self._rec_pairs_body is not None and self._rec_pairs is not None
+        wanted = req.get("pair")
+        if not wanted:
+            body, status = self._rec_pairs_body
+            return RestResponse(status, body)
+        by_name: dict[str, Any] = {}
+        for v2, (key, info) in self._rec_pairs.items():
+            for name in (key, v2, info.get("wsname"), info.get("altname")):
+                if name:
+                    by_name[name] = info
+        result = {}
+        for name in wanted.split(","):
+            info = by_name.get(name.strip())
+            if info is None:
+                return json_response({"error": ["EQuery:Unknown asset pair"]}, 400)
+            result[name.strip()] = info
+        return json_response({"error": [], "result": result})
 
     # -- the market -----------------------------------------------------------------------------------------
     def on_market_events(self, events: list[MarketEvent]) -> None:
@@ -444,6 +821,8 @@ class KrakenSimulator(SimServer):
         }
 
     def _r_asset_pairs(self, req: RestRequest) -> RestResponse:
+        if self._rec_pairs_body is not None:
+            return self._recorded_asset_pairs(req)
         by_name: dict[str, SymbolSpec] = {}
         for spec in self.market.specs.values():
             ws = _wsname(spec.symbol)
