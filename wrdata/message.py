@@ -22,7 +22,7 @@ levels, best first (``view=True``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -45,7 +45,7 @@ STATUSES = (
     "error",
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class StreamMessage(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
@@ -113,14 +113,14 @@ class StreamMessage(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     def timestamp(self) -> datetime:
         """Venue time if the venue sent one, else receive time; timezone-aware UTC."""
         ns = self.ts_event if self.ts_event is not None else self.ts_recv
-        return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).replace(
+        return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(
             microsecond=(ns % 1_000_000_000) // 1000
         )
 
     @property
     def recv_time(self) -> datetime:
         ns = self.ts_recv
-        return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).replace(
+        return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(
             microsecond=(ns % 1_000_000_000) // 1000
         )
 
@@ -189,4 +189,4 @@ def status_message(
 
 
 def ns_to_datetime(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns // 1_000_000_000, tz=timezone.utc).replace(microsecond=(ns % 1_000_000_000) // 1000)
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC).replace(microsecond=(ns % 1_000_000_000) // 1000)

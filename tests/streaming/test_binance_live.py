@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -47,7 +47,7 @@ async def test_quickstart_trades_match_the_simulated_tape(sim):
     assert ids == list(range(ids[0], ids[0] + 30)), "consecutive, no loss, no duplicates"
     for t in trades:
         assert t.provider == "binance" and t.symbol == "BTCUSDT" and t.kind == "trade"
-        assert t.timestamp.tzinfo is not None and t.timestamp.utcoffset() == timezone.utc.utcoffset(None)
+        assert t.timestamp.tzinfo is not None and t.timestamp.utcoffset() == UTC.utcoffset(None)
         assert t.volume == t.size > 0
         src = tape[t.trade_id]
         assert t.price == spec.price(src.price) and t.size == spec.qty(src.qty)

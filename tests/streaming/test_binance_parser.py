@@ -138,7 +138,8 @@ def test_trade_id_gap_and_duplicate():
     a, b = venue.session(1, []), venue.session(2, [])
 
     def frame(t):
-        return ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":%d,"p":"1","q":"1","T":1,"m":true,"M":true}}' % t).encode()
+        return ('{"stream":"ethusdt@trade","data":{"e":"trade","E":1,"s":"ETHUSDT","t":' + str(t)
+                + ',"p":"1","q":"1","T":1,"m":true,"M":true}}').encode()
 
     assert [m.trade_id for m in a.feed(frame(10), 1, 0)] == [10]
     assert b.feed(frame(10), 2, 0) == [], "the same trade from a second connection is a duplicate"

@@ -23,8 +23,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Hashable, Iterable
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -327,7 +328,7 @@ class Venue:
         """
         return None
 
-    def session(self, conn: int, streams: list[Hashable]) -> "Session":
+    def session(self, conn: int, streams: list[Hashable]) -> Session:
         raise NotImplementedError
 
     def client(self, sink, raw_sink=None, on_fatal=None, transport: str | None = None):

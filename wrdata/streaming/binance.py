@@ -44,7 +44,8 @@ aggregate-trade, book-ticker, kline and depth ids de-duplicate the overlap.
 from __future__ import annotations
 
 import re
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import msgspec
 
@@ -63,7 +64,7 @@ from .heal import HealSpec, HistoryPager, Row
 INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 PARTIAL_DEPTHS = (5, 10, 20)
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "GBP", "AUD", "ZAR", "PLN", "RON", "UAH", "ARS", "MXN", "COP", "IDR", "XRP", "DOGE", "TRX", "DOT", "SOL")
-_SHAPE = re.compile(r"^[A-Z0-9]{2,}(?:%s)$" % "|".join(_QUOTES))
+_SHAPE = re.compile(r"^[A-Z0-9]{2,}(?:" + "|".join(_QUOTES) + r")$")
 _MS = 1_000_000
 
 
@@ -262,7 +263,7 @@ class BinanceVenue(Venue):
         symbol, _, route = _stream_kind(str(stream))
         return symbol, route
 
-    def session(self, conn: int, streams: list[Hashable]) -> "BinanceSession":
+    def session(self, conn: int, streams: list[Hashable]) -> BinanceSession:
         return BinanceSession(self, conn, streams)
 
     def history_pager(self, spec: HealSpec) -> BinanceHistory | None:

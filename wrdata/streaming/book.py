@@ -11,7 +11,7 @@ deltas through the same class, so a replayed book is the live book.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 

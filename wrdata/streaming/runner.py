@@ -31,7 +31,7 @@ import itertools
 import logging
 import random
 import time
-from typing import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import msgspec
 
@@ -71,7 +71,7 @@ class Link:
         "ready_at", "delivered", "closing", "wake", "tasks", "provider", "raw", "sink", "feed", "ended_outage",
     )
 
-    def __init__(self, client: "WsClient", slot: "Slot", streams: Iterable[Hashable]) -> None:
+    def __init__(self, client: WsClient, slot: Slot, streams: Iterable[Hashable]) -> None:
         self.client = client
         self.slot = slot
         self.conn = next_conn_id()
@@ -142,7 +142,7 @@ class Link:
 class Slot:
     """A logical connection: the streams it should carry and the task keeping it open."""
 
-    def __init__(self, client: "WsClient", streams: Iterable[Hashable], group: Hashable = None) -> None:
+    def __init__(self, client: WsClient, streams: Iterable[Hashable], group: Hashable = None) -> None:
         self.client = client
         self.group = group  # the venue's connection group: streams of other groups never join
         self.streams: set[Hashable] = set(streams)
@@ -330,7 +330,7 @@ class WsClient:
         try:
             await asyncio.wait_for(self._wait_stop(slot), delay)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return slot.stopping
 
     async def _wait_stop(self, slot: Slot) -> None:
@@ -485,7 +485,7 @@ class WsClient:
             slot.changed.clear()
             try:
                 await asyncio.wait_for(_first(done, slot.changed.wait()), tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _reconcile(self, slot: Slot, link: Link) -> None:

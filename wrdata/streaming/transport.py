@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from ..clock import recv_ns
 
@@ -117,7 +117,7 @@ if picows is not None:
     class _Listener(WSListener):
         __slots__ = ("owner", "on_frame", "on_activity", "parts")
 
-        def __init__(self, owner: "PicowsTransport", on_frame: FrameCallback, on_activity: ActivityCallback) -> None:
+        def __init__(self, owner: PicowsTransport, on_frame: FrameCallback, on_activity: ActivityCallback) -> None:
             self.owner = owner
             self.on_frame = on_frame
             self.on_activity = on_activity
@@ -165,7 +165,7 @@ if picows is not None:
             headers: dict[str, str] | None = None,
             max_frame_size: int = 64 * 1024 * 1024,
             timeout: float = 10.0,
-        ) -> "PicowsTransport":
+        ) -> PicowsTransport:
             self = cls()
             ws, _listener = await asyncio.wait_for(
                 picows.ws_connect(
@@ -208,7 +208,7 @@ if picows is not None:
             try:
                 self.ws.send_close(picows.WSCloseCode.OK)
                 await asyncio.wait_for(asyncio.shield(self.done), timeout)
-            except (asyncio.TimeoutError, OSError, RuntimeError):
+            except (TimeoutError, OSError, RuntimeError):
                 pass
             finally:
                 self.ws.disconnect(graceful=False)
@@ -234,7 +234,7 @@ class WebsocketsTransport(Transport):
         headers: dict[str, str] | None = None,
         max_frame_size: int = 64 * 1024 * 1024,
         timeout: float = 10.0,
-    ) -> "WebsocketsTransport":
+    ) -> WebsocketsTransport:
         from websockets.asyncio.client import connect
 
         self = cls()
@@ -297,7 +297,7 @@ class WebsocketsTransport(Transport):
             return
         try:
             await asyncio.wait_for(self.ws.close(), timeout)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             self.ws.transport.abort()
         if self.task is not None:
             self.task.cancel()
