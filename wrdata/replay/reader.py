@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,6 +68,8 @@ class Selection:
 
     tables: dict[str, dict[str, set[str] | None]] = field(default_factory=dict)  # table -> provider -> symbols
     channels: dict[str, set[str] | None] = field(default_factory=dict)  # table -> channels
+    #: which rows of a dataset a replay reads (:class:`wrdata.replay.merged.MergedView`; None: every row)
+    view: Any = None
 
     def add(self, table: str, provider: str, symbol: str | None, channel: str | None = None) -> None:
         provs = self.tables.setdefault(table, {})
@@ -87,6 +90,7 @@ class Selection:
         return Selection(
             {t: {p: (None if s is None else set(s)) for p, s in ps.items()} for t, ps in self.tables.items()},
             {t: (None if c is None else set(c)) for t, c in self.channels.items()},
+            self.view,
         )
 
     @property
@@ -201,7 +205,10 @@ def _read(root: str, table: str, sel: Selection, lo: int, hi: int, filesystem, j
     if table != "events" and all(s is not None for s in provs.values()):
         symbols = sorted(set().union(*provs.values()))
     t = read_table(root, table, sorted(provs), lo, hi, symbols, journal=journal, filesystem=filesystem)
-    return _filter(t, table, sel)
+    t = _filter(t, table, sel)
+    if sel.view is not None:
+        t = sel.view.rows(table, t, lo, hi, sel)
+    return t
 
 
 def _merge_order(parts: list[tuple[int, pa.Table]]) -> tuple[list[int], list[int]]:

@@ -21,6 +21,11 @@ consumers to catch up instead of dropping messages (a backtest must see every me
 after ``backpressure_timeout`` seconds of a consumer not reading at all, the usual
 overflow rule applies). A subscription made while the replay runs restarts the reader
 at the current position and receives data from there on, as a live subscription would.
+
+Which rows: the merged view of the dataset by default (each trade once across writers
+and heals), or one writer's (``writers=[...]``); healed trades where they were received
+(``backfill="received"``), at their event time (``"event"``), or not at all (``"none"``):
+:mod:`wrdata.replay.merged`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ..streaming import registry
 from ..streaming.base import ConfigurationError
 from ..streaming.manager import Source
 from .clock import ReplayClock
+from .merged import MergedView
 from .reader import KIND_TABLES, Selection, iter_windows, recorded_providers, to_ns
 
 log = logging.getLogger("wrdata.replay")
@@ -55,6 +61,9 @@ class ReplaySource(Source):
         end: Any = None,
         filesystem: Any = None,
         journal: bool = True,
+        merged: bool = True,
+        writers: list[str] | None = None,
+        backfill: str = "received",
         window: float = 300.0,
         readahead: int = 2,
         settle: float = 0.05,
@@ -79,6 +88,10 @@ class ReplaySource(Source):
         self.batch = batch
         self.clock = ReplayClock()
         self.selection = Selection()
+        # the merged view, one writer's, and where healed trades go (wrdata.replay.merged)
+        view = MergedView(self.root, filesystem=filesystem, journal=journal, start=self.start, end=self.end, merged=merged,
+                          writers=writers, backfill=backfill)
+        self.selection.view = None if view.trivial else view
         self._venues: dict[str, Any] = {}
         self._refs: dict[tuple[str, str, str, str | None], int] = {}
         self._task: asyncio.Task | None = None

@@ -89,9 +89,21 @@ class DropSet:
         return t if m is None else t.filter(m)
 
 
-def _backfill(root: str, provider: str, snap: Snapshot, lo: int | None, hi: int | None, filesystem) -> pa.Table:
-    """Backfilled rows (ts_recv, ts_event, symbol, writer, conn) of ``provider`` in [lo, hi)."""
-    cols = ["ts_recv", "ts_event", "symbol", "writer", "conn"]
+def backfill_rows(
+    root: str, provider: str, start: int | None = None, end: int | None = None, *, filesystem=None, journal: bool | str = True,
+) -> pa.Table:
+    """Every backfilled row of ``provider`` received in [start, end), all columns, in total
+    order (a scan of the ``source`` column: healed rows are few)."""
+    from .reader import sort_total_order
+
+    snap = snapshot(root, "trades", provider, start, end, journal=journal, filesystem=filesystem)
+    return sort_total_order(_backfill(root, provider, snap, start, end, filesystem, None), "trades")
+
+
+def _backfill(root: str, provider: str, snap: Snapshot, lo: int | None, hi: int | None, filesystem,
+              cols: list[str] | None = ("ts_recv", "ts_event", "symbol", "writer", "conn")) -> pa.Table:  # type: ignore[assignment]
+    """Backfilled rows of ``provider`` in [lo, hi): ``cols`` (None: every column, with provider and date)."""
+    cols = list(cols) if cols is not None else None
     flt = ds.field("source") == "backfill"
     if lo is not None:
         flt = flt & (ds.field("ts_recv") >= pa.scalar(lo, pa.timestamp("ns", tz="UTC")))
@@ -109,7 +121,13 @@ def _backfill(root: str, provider: str, snap: Snapshot, lo: int | None, hi: int 
             t = t.filter(pc.greater_equal(t.column("ts_recv").cast(pa.int64()), lo))
         if hi is not None:
             t = t.filter(pc.less(t.column("ts_recv").cast(pa.int64()), hi))
-        parts.append(t.select(cols))
+        parts.append(t.select(cols) if cols is not None else t)
+    if cols is None:
+        from .schema import PARTITION_SCHEMA, schema
+
+        full = pa.schema(list(schema("trades")) + list(PARTITION_SCHEMA), metadata=schema("trades").metadata)
+        parts = [p.cast(full) for p in parts if p.num_rows]
+        return pa.concat_tables(parts) if parts else full.empty_table()
     parts = [p.cast(parts[0].schema) for p in parts if p.num_rows] if parts else []
     if not parts:
         return pa.table({c: pa.array([], pa.int64()) for c in ("ts_recv", "ts_event", "conn")}
@@ -265,4 +283,4 @@ def _providers(root: str, filesystem, journal: bool | str) -> list[str]:
     return sorted(found)
 
 
-__all__ = ["DropSet", "KEY_COLUMNS", "MARGIN", "drop_set"]
+__all__ = ["DropSet", "KEY_COLUMNS", "MARGIN", "backfill_rows", "drop_set"]
