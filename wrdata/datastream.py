@@ -71,6 +71,14 @@ class DataStream:
     include_status:
         Default for ``stream(include_status=...)``: also deliver status events
         (connected, disconnected, gap, error, overflow) for the consumer's symbols.
+    heal:
+        Fill gaps of trade streams from each venue's history API
+        (:mod:`wrdata.streaming.heal`; per provider: ``options={"binance": {"heal": True}}``).
+        Every gap then gets an outcome event (``healed``, or ``error`` saying
+        ``partly healed``/``unhealable``).
+    include_backfill:
+        Consumers also receive the healed trades (``source="backfill"``, ``ts_fetched``),
+        once each, after the gap's end, as they arrive from the history API.
     transport:
         ``"picows"`` (default, fastest) or ``"websockets"``.
     """
@@ -87,6 +95,8 @@ class DataStream:
         transport: str | None = None,
         stock_order: Iterable[str] | None = None,
         source: Source | None = None,
+        heal: bool = False,
+        include_backfill: bool = False,
         **provider_settings: str,
     ) -> None:
         creds = {k: dict(v) for k, v in (credentials or {}).items()}
@@ -97,6 +107,7 @@ class DataStream:
             creds.setdefault(provider, {})[name] = value
         self.queue_size = queue_size
         self.include_status = include_status
+        self.include_backfill = include_backfill
         self._source: Source = source or StreamManager(
             endpoints=endpoints,
             rest_endpoints=rest_endpoints,
@@ -104,6 +115,7 @@ class DataStream:
             options=options,
             transport=transport,
             stock_order=tuple(stock_order) if stock_order else None,
+            heal=heal,
         )
         self.clock = getattr(self._source, "clock", None) or WallClock()
         self._tasks: set[asyncio.Task] = set()
@@ -150,7 +162,8 @@ class DataStream:
     def _consumer(self, include_status: bool | None, queue_size: int | None, label: str) -> Consumer:
         if self._closed:
             raise RuntimeError("this DataStream is closed")
-        c = Consumer(queue_size or self.queue_size, self.include_status if include_status is None else include_status, label)
+        c = Consumer(queue_size or self.queue_size, self.include_status if include_status is None else include_status, label,
+                     include_backfill=self.include_backfill)
         self._consumers.add(c)
         return c
 

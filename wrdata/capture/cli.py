@@ -37,8 +37,10 @@ def _fail(e: Exception) -> None:
 @click.option("--roll-interval", type=float, help="Seconds per sealed file (default 3600).")
 @click.option("--fsync", type=click.Choice(["flush", "seal", "never"]), help="When the journal is fsynced.")
 @click.option("--transport", type=click.Choice(["picows", "websockets"]), help="WebSocket client library.")
+@click.option("--no-heal", "no_heal", is_flag=True, help="Do not fill trade gaps from the venues' history APIs.")
 def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoints, workers, metrics_port, metrics_host,
-            status_mode, status_interval, writer_id, journal_dir, s3_endpoint, flush_interval, roll_interval, fsync, transport) -> None:
+            status_mode, status_interval, writer_id, journal_dir, s3_endpoint, flush_interval, roll_interval, fsync, transport,
+            no_heal) -> None:
     """Record providers into rolling zstd Parquet, partitioned by provider and date.
 
     \b
@@ -68,6 +70,8 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
         for name, value in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("fsync", fsync)):
             if value is not None:
                 setattr(config.storage, name, value)
+        if no_heal:
+            config.heal = False
         if workers < 1:
             raise ConfigError("--workers must be at least 1")
         kwargs = dict(duration=duration, writer_id=writer_id, journal_dir=journal_dir, status=status_mode,

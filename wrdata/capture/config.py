@@ -8,6 +8,7 @@ TOML (``wrdata capture --config capture.toml``)::
 
     root = "./data"
     kinds = ["trade", "quote"]            # default for every provider
+    heal = true                           # fill trade gaps from the venues' history APIs
 
     [providers.binance]
     symbols = ["BTCUSDT", "ETHUSDT"]
@@ -74,6 +75,9 @@ class CaptureConfig:
     credentials: dict[str, dict[str, str]] = field(default_factory=dict)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    #: fill gaps of trade streams from the venues' history APIs (a provider's ``options``
+    #: ``heal = false`` turns it off for that provider alone)
+    heal: bool = True
 
     @property
     def providers(self) -> list[str]:
@@ -156,7 +160,7 @@ def load_config(path: str) -> CaptureConfig:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"bad TOML in {path}: {e}") from None
-    known = {"root", "kinds", "providers", "storage"}
+    known = {"root", "kinds", "providers", "storage", "heal"}
     extra = set(doc) - known
     if extra:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(extra))} (expected {', '.join(sorted(known))})")
@@ -210,6 +214,8 @@ def load_config(path: str) -> CaptureConfig:
         setattr(storage, k, want(v))
     if not isinstance(doc.get("root", ""), str):
         raise ConfigError(f"{path}: root must be a string (a path or a URI), not {doc['root']!r}")
+    if not isinstance(doc.get("heal", True), bool):
+        raise ConfigError(f"{path}: heal must be true or false, not {doc['heal']!r}")
     return CaptureConfig(
         targets=targets,
         root=str(doc.get("root") or default_root()),
@@ -218,4 +224,5 @@ def load_config(path: str) -> CaptureConfig:
         credentials=creds,
         options=options,
         storage=storage,
+        heal=doc.get("heal", True),
     )

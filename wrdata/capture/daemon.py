@@ -72,7 +72,8 @@ class CaptureDaemon:
     # -- setup -------------------------------------------------------------------------
     def _manager_kwargs(self) -> dict:
         c = self.config
-        return dict(endpoints=c.endpoints, rest_endpoints=c.rest_endpoints, credentials=c.credentials, options=c.options)
+        return dict(endpoints=c.endpoints, rest_endpoints=c.rest_endpoints, credentials=c.credentials, options=c.options,
+                    heal=c.heal)
 
     async def check(self) -> None:
         """Validate every subscription before anything is written (unknown symbols, kinds)."""

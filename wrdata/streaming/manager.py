@@ -177,8 +177,11 @@ class StreamManager(Source):
         options: dict[str, dict[str, Any]] | None = None,
         transport: str | None = None,
         stock_order: tuple[str, ...] | None = None,
+        heal: bool = False,
     ) -> None:
         super().__init__()
+        #: heal gaps on every venue whose options do not say otherwise (Venue.heal)
+        self.heal = heal
         self.endpoints = dict(endpoints or {})
         self.rest_endpoints = dict(rest_endpoints or {})
         self.credentials = {k: dict(v) for k, v in (credentials or {}).items()}
@@ -235,11 +238,14 @@ class StreamManager(Source):
         v = self.venues.get(name)
         if v is None:
             cls = registry.venue_class(name)
+            opts = self.options.get(name, {})
+            if self.heal and "heal" not in opts:
+                opts = {**opts, "heal": True}
             v = cls(
                 url=self.endpoints.get(name),
                 rest_url=self.rest_endpoints.get(name),
                 credentials=self.credentials.get(name),
-                **self.options.get(name, {}),
+                **opts,
             )
             self.venues[name] = v
         return v
