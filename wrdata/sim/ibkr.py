@@ -45,6 +45,15 @@ The protocol, as this server speaks it (taken from ``ib_async``'s ``client.py`` 
   :func:`_depth_ops`). More than ``max_depth_requests`` → 309. Cancel: 11.
 - Errors: 200 unknown contract, 354 no market data permission (10089 for tick-by-tick,
   420 for real-time bars), 101 market data lines exhausted, 322 duplicate request id.
+- Historical ticks (96, gap healing): ``reqId, <contract 12>, includeExpired,
+  startDateTime, endDateTime, numberOfTicks, whatToShow, useRth, ignoreSize, miscOptions``
+  → HISTORICAL_TICKS_LAST (98) ``reqId, n, {time (s), mask, price, size, exchange,
+  specialConditions}×n, done``: the retained trades from ``startDateTime`` (``yyyymmdd
+  hh:mm:ss UTC`` or ``yyyymmdd-hh:mm:ss``), ``numberOfTicks`` (≤ 1000) and the rest of the
+  last second, with the exchange and conditions the tick-by-tick stream gives them. TRADES
+  only (else 162). Error 162 "Historical data request pacing violation" for the same request
+  again within ``hist_identical_s`` (IB: 15 s), or when ``historical_ticks`` is off (a
+  market-data plan without history: "No market data permissions").
 
 Faults, for tests: :meth:`IbkrSimulator.drop_all` (abort every connection),
 :meth:`stall_all`/:meth:`resume_all` (send nothing, keep the socket),
@@ -427,6 +436,7 @@ class IbkrSimulator:
         self.contracts: dict[str, SimContract] = {c.key: c for c in chosen}
         self.by_con_id: dict[int, SimContract] = {c.con_id: c for c in chosen}
         self.market = market or SyntheticMarket(seed=seed, symbols=[c.spec for c in chosen], rate=rate)
+        self._hist_asked: dict[tuple, float] = {}  # historical requests by their parameters: pacing
         self.feed = feed or _ScaledFeed(self.market, tick=tick, warmup=warmup, speed=speed)
         self.faults = faults or Faults()
         if not accounts:
@@ -938,7 +948,63 @@ class IbkrSimulator:
         elif mid == 59:
             conn.md_type = int(f[2])
 
+    # historical ticks
+    #: the plan includes historical data (False: every request gets 162, no permissions)
+    historical_ticks = True
+    #: the same historical request again within this many seconds is a pacing violation (IB: 15)
+    hist_identical_s = 15.0
+
+    def _req_historical_ticks(self, conn: SimTwsConnection, f: list[str]) -> None:
+        from datetime import UTC, datetime
+
+        req_id = int(f[1])
+        cf = f[2:14]
+        start, end, what = f[15], f[16], f[18]
+        c = self._one(conn, req_id, cf)
+        if c is None:
+            return
+        if not self.historical_ticks or not self._permitted(c):
+            conn.error(req_id, 162, f"Historical Market Data Service error message:No market data permissions for "
+                                    f"{c.primary_exchange or c.exchange} {c.sec_type}")
+            return
+        if what != "TRADES" or c.sec_type == "CASH":
+            conn.error(req_id, 162, "Historical Market Data Service error message:No data of type TRADES is available")
+            return
+        key = (c.key, start, end, f[17], what, f[19])
+        now = time.monotonic()
+        seen = self._hist_asked.get(key)
+        self._hist_asked[key] = now
+        if seen is not None and now - seen < self.hist_identical_s:
+            conn.error(req_id, 162, "Historical Market Data Service error message:Historical data request pacing violation")
+            return
+        try:
+            n = max(1, min(1000, int(f[17] or 0)))
+            text = (start or end).replace(" UTC", "").strip()
+            at = datetime.strptime(text, "%Y%m%d-%H:%M:%S" if "-" in text else "%Y%m%d %H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            conn.error(req_id, 321, f"Error validating request.-'bP' : cause - Invalid date format {start or end!r}")
+            return
+        at_ns = int(at.timestamp()) * NS
+        if start:
+            trades = self.market.trades_in(c.key, at_ns)
+            picked = trades[:n]
+            if picked:  # the rest of the last second too (TWS: "to finish the last second")
+                last = picked[-1].ts_ns // NS
+                picked += [t for t in trades[n:] if t.ts_ns // NS == last]
+        else:
+            trades = self.market.trades_in(c.key, None, at_ns + NS)
+            picked = trades[-n:]
+            if picked:
+                first = picked[0].ts_ns // NS
+                picked = [t for t in trades[: len(trades) - len(picked)] if t.ts_ns // NS == first] + picked
+        exchanges = c.trade_exchanges or (c.exchange,)
+        rows: list[Any] = []
+        for t in picked:
+            rows += [t.ts_ns // NS, 0, c.spec.fmt_price(t.price), c.spec.fmt_qty(t.qty), exchanges[t.trade_id % len(exchanges)], ""]
+        conn.send(98, req_id, len(picked), *rows, 1)
+
     _handlers = {
+        96: _req_historical_ticks,
         1: _req_mkt_data,
         2: _cancel_mkt_data,
         9: _req_contract_details,

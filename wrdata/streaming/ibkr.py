@@ -117,6 +117,7 @@ import re
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -126,6 +127,8 @@ from ..clock import recv_ns
 from ..message import StreamMessage, status_message
 from .base import (
     ConfigurationError,
+    HttpRequest,
+    HttpResponse,
     ProviderError,
     Session,
     SubscriptionError,
@@ -133,6 +136,7 @@ from .base import (
     UnsupportedChannelError,
     Venue,
 )
+from .heal import HealSpec, HistoryError, HistoryPager, Row
 
 if TYPE_CHECKING:  # ib_async is imported only when a connection is made
     from ib_async import IB, Contract
@@ -765,6 +769,13 @@ class IbkrVenue(Venue):
     use_tick_by_tick: bool = True  # False: trades and quotes from market data ticks only
     market_data_type: int = 1  # 1 live, 2 frozen, 3 delayed, 4 delayed frozen (reqMarketDataType)
     bar_what_to_show: str | None = None  # TRADES (MIDPOINT for forex/commodities) unless set
+    # healing (reqHistoricalTicks): no trade ids, one-second times; IB's pacing allows 60
+    # historical requests per 10 minutes and no identical one within 15 s
+    trade_time_resolution = 1_000_000_000
+    history_rate = 0.1
+    history_burst = 5.0
+    history_ticks: int = 1000  # ticks per reqHistoricalTicks (at most 1000)
+    history_pacing_wait: float = 15.0  # after a pacing violation (162): IB's identical-request window
 
     def __init__(self, url: str | None = None, rest_url: str | None = None, credentials: dict[str, str] | None = None,
                  **options: Any) -> None:
@@ -852,6 +863,9 @@ class IbkrVenue(Venue):
 
     def session(self, conn: int, streams: list[Hashable]) -> IbkrSession:
         return IbkrSession(self, conn, streams)
+
+    def history_pager(self, spec: HealSpec) -> IbkrHistory | None:
+        return IbkrHistory(self, spec) if spec.channel == "trade" else None
 
     def client(self, sink, raw_sink=None, on_fatal=None, transport: str | None = None) -> IbkrClient:
         return IbkrClient(self, sink, raw_sink, on_fatal)
@@ -1060,6 +1074,54 @@ class IbkrClient:
         finally:
             self._need_link -= 1
             self.changed.set()
+
+    # -- history (gap healing) -------------------------------------------------------------------
+    async def history_fetch(self, req: HttpRequest) -> HttpResponse:
+        """One ``reqHistoricalTicks`` (an :class:`IbkrHistory` request), answered as the REST
+        answers of the other venues are, for the shared healer: 200 with the ticks as
+        ``ib_async`` decoded them (``{"ticks": [[time s, mask, price, size, exchange,
+        specialConditions], ...]}``), 429 (+ ``Retry-After``) for a pacing violation (162),
+        403 for no permission or plan (162, 354, 10089, ...), 404 for an unknown contract,
+        0 without a connection or an answer. The TWS messages themselves are in ``raw`` on
+        the connection that carried them, like every other request."""
+        link = self.link
+        ib = link.ib if link is not None else None
+        if ib is None or not ib.isConnected():
+            return HttpResponse(0, b"not connected to TWS")
+        p = req.params or {}
+        symbol = str(p["symbol"])
+        con_id, err = await self._qualify(link, symbol, parse_symbol(symbol))
+        if con_id is None:
+            return HttpResponse(404 if err is not None else 0, str(err or "no contract details from TWS").encode())
+        errors: list[tuple[int, str]] = []
+
+        def on_error(req_id: int, code: int, text: str, *_: Any) -> None:
+            if code in (162, 165, 200, 321, 322, 354, 10089, 10090, 10168, 420):
+                errors.append((code, text))
+
+        ib.errorEvent += on_error
+        try:
+            start = datetime.fromtimestamp(int(p["start"]), UTC)
+            ticks = await asyncio.wait_for(
+                ib.reqHistoricalTicksAsync(to_contract(parse_symbol(symbol), con_id), start, "", int(p["numberOfTicks"]),
+                                           str(p["whatToShow"]), str(p["useRth"]) == "1"),
+                self.venue.request_timeout,
+            )
+        except (TimeoutError, ConnectionError) as e:
+            return HttpResponse(0, f"no answer from TWS ({type(e).__name__})".encode())
+        finally:
+            ib.errorEvent -= on_error
+        if errors and not ticks:
+            code, text = errors[-1]
+            body = _encode_event({"code": code, "message": text})
+            if "pacing" in text.lower():
+                return HttpResponse(429, body, {"retry-after": str(self.venue.history_pacing_wait)})
+            if "returned no data" in text.lower():
+                return HttpResponse(200, b'{"ticks":[]}')
+            return HttpResponse(404 if code == 200 else 403, body)
+        rows = [[int(t.time.timestamp()), int(t.tickAttribLast.pastLimit) | int(t.tickAttribLast.unreported) << 1, t.price, t.size,
+                 t.exchange, t.specialConditions] for t in ticks]
+        return HttpResponse(200, _encode_event({"ticks": rows}))
 
     # -- the supervisor -------------------------------------------------------------------------
     def _start(self) -> None:
@@ -1386,3 +1448,57 @@ __all__ = [
     "spec_from_fields",
     "to_contract",
 ]
+
+
+# -- history (gap healing) -----------------------------------------------------------------------
+
+class _HistTicks(msgspec.Struct):
+    ticks: list[tuple[int, int, float, float, str, str]] = []
+
+
+_hist_ticks = msgspec.json.Decoder(_HistTicks)
+
+
+class IbkrHistory(HistoryPager):
+    """``reqHistoricalTicks`` (TRADES) forward from the window's first second, through the
+    live connection (:meth:`IbkrClient.history_fetch`). TWS answers ``numberOfTicks`` and the
+    rest of the last second, so each page ends on a whole second and the next starts at the
+    one after; no trade ids: the window's edge seconds are reconciled with the stream by
+    (time, price, size) multiset (:mod:`wrdata.streaming.heal`)."""
+
+    def __init__(self, venue: IbkrVenue, spec: HealSpec) -> None:
+        super().__init__(venue, spec)
+        if self.lo is None or self.hi is None:
+            self.exhausted = True
+            self.notes.append("the gap has no start time to heal from")
+            return
+        self.next_s = self.lo // 1_000_000_000
+
+    def _next(self) -> HttpRequest | None:
+        return HttpRequest(
+            "tws://reqHistoricalTicks",
+            {"symbol": self.spec.symbol, "start": self.next_s, "numberOfTicks": min(1000, self.venue.history_ticks),
+             "whatToShow": "TRADES", "useRth": 0},
+            purpose="history",
+        )
+
+    def _error(self, response: HttpResponse) -> Exception:
+        text = response.body[:200].decode(errors="replace")
+        if response.status == 403:
+            return HistoryError(f"historical ticks refused (TWS: {text}): no market data permissions or plan for them")
+        return HistoryError(f"historical ticks request failed ({response.status}: {text})")
+
+    def _page(self, request: HttpRequest, response: HttpResponse) -> list[Row]:
+        try:
+            ticks = _hist_ticks.decode(response.body).ticks
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise HistoryError(f"malformed historical ticks: {e}") from None
+        if not ticks or ticks[-1][0] * 1_000_000_000 > self.hi or len(ticks) < int(request.params["numberOfTicks"]):
+            self.complete = True  # past the window's end, or the history holds nothing more
+        elif ticks[-1][0] + 1 <= self.next_s:
+            self.exhausted = True
+            self.notes.append("historical ticks did not advance")
+        else:
+            self.next_s = ticks[-1][0] + 1  # the page finished its last second
+        return [(t * 1_000_000_000, price, size, None, None, None, exchange or None, cond or None)
+                for t, _mask, price, size, exchange, cond in ticks]
