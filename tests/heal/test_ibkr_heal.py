@@ -75,3 +75,42 @@ async def test_without_historical_data_permissions_the_gap_is_unhealable():
     (err,) = [m for m in out if m.kind == "status" and m.status == "error" and m.symbol == SYM]
     assert err.reason.startswith("unhealable: historical ticks refused") and "No market data permissions" in err.reason
     assert not [m for m in out if m.kind == "trade" and m.source == "backfill"]
+
+
+async def test_wrdata_heal_through_tws(tmp_path):
+    """Offline: the recording's outage is healed later over a TWS connection of its own."""
+    from wrdata.capture.heal import aheal_dataset
+    from wrdata.queries import connect
+    from wrdata.queries.helpers import gap_outcomes
+
+    async with IbkrSimulator(seed=7, rate=300, speed=20.0, warmup=1.0) as sim:
+        ds = DataStream(endpoints={"ibkr": sim.url}, include_status=True, options={"ibkr": IB_FAST})
+        w = DatasetWriter(tmp_path, writer_id="capture", flush_interval=0.1).start()
+        ds.add_tap(w)
+        out = []
+        it = ds.stream(f"ibkr:{SYM}")
+        async with asyncio.timeout(30):
+            while len([m for m in out if m.kind == "trade"]) < 30:
+                out.append(await anext(it))
+            sim.drop_all()
+            while len([m for m in out if m.kind == "trade" and any(x.status == "gap" for x in out if x.kind == "status")]) < 20:
+                out.append(await anext(it))
+        await ds.close()
+        w.close()
+        assert [g["outcome"] for g in gap_outcomes(connect(tmp_path)).to_pylist()] == ["open"]
+        res = await aheal_dataset(str(tmp_path), endpoints={"ibkr": sim.url}, writer_id="heal",
+                                  options={"ibkr": {**IB_FAST, "history_rate": 100.0}})
+        tape = sim.market.trades(SYM)
+        spec = sim.market.spec(SYM)
+    assert res.healed == 1 and res.backfilled > 5, res.gaps
+    con = connect(tmp_path)
+    assert [g["outcome"] for g in gap_outcomes(con).to_pylist()] == ["healed"]
+    rows = con.sql("SELECT epoch_ns(ts_event), price, size FROM trades").fetchall()
+    lo, hi = min(r[0] for r in rows), max(r[0] for r in rows)
+    got = Counter(r for r in rows if lo < r[0] < hi)
+    want = Counter((t.ts_ns // S * S, spec.price(t.price), spec.qty(t.qty)) for t in tape if lo < t.ts_ns // S * S < hi)
+    assert got == want
+    before = {t: read_table(str(tmp_path), t) for t in ("trades", "events")}
+    rebuild(str(tmp_path))
+    for t, tab in before.items():
+        assert read_table(str(tmp_path), t).equals(tab), t

@@ -32,6 +32,7 @@ from ..message import StreamMessage, status_message
 from ..streaming import registry
 from ..streaming.base import HttpResponse, Venue, redact_url
 from ..streaming.heal import DIRECTION, HEAL_CHANNELS, HealSpec, RateLimiter, drive, outcome_reason
+from ..streaming.runner import next_conn_id
 
 log = logging.getLogger("wrdata.capture.heal")
 
@@ -122,7 +123,7 @@ async def aheal_dataset(
     limiters: dict[str, RateLimiter] = {}
     out = None if dry_run else DatasetWriter(root, writer_id=writer, filesystem=filesystem, journal_dir=journal_dir).start()
     done: dict[tuple, tuple[str, str, int]] = {}  # spec -> outcome: two gaps of one hole heal once
-    conn = 0
+    clients: dict[str, Any] = {}  # venues whose history is not HTTP (IBKR): their client, connected
     try:
         for r in sorted(todo, key=lambda r: r["ts_recv"]):
             fix = GapFix(r["provider"], r["symbol"], r["channel"], r["date"].isoformat(), r["writer"], r["gap_start"],
@@ -135,21 +136,29 @@ async def aheal_dataset(
                 limiters[p] = RateLimiter(venue.history_rate, venue.history_burst)
                 if not dry_run:
                     await _instruments(venue)
+                    client = venue.client(out.on_messages, out.on_raw)
+                    if hasattr(client, "history_fetch"):  # its requests ride its own connection
+                        clients[p] = client
+                        if not await client.hold_link():
+                            log.warning("%s: cannot connect to %s for its history", p, venue.describe())
             spec, streamed = _spec(con, venue, r)
             if dry_run:
                 fix.reason = "would heal" if venue.history_pager(spec) is not None else "no history API"
                 continue
             key = (p, spec.symbol, spec.channel, spec.start_ns, spec.end_ns, spec.after_id, spec.before_id)
-            conn += 1
+            conn = next_conn_id()  # unique in the process, as the clients' connections are
             if key in done:
                 fix.outcome, fix.reason, fix.backfilled = done[key]
                 fix.backfilled = 0  # counted with the first gap of the hole
                 _outcome_event(out, p, conn, 0, r, fix.outcome, fix.reason, 0)
                 continue
-            fix.outcome, fix.reason, fix.backfilled = await _run(out, venue, limiters[p], conn, spec, streamed, r)
+            fix.outcome, fix.reason, fix.backfilled = await _run(out, venue, limiters[p], conn, spec, streamed, r, clients.get(p))
             done[key] = (fix.outcome, fix.reason, fix.backfilled)
     finally:
         con.close()
+        for client in clients.values():
+            client.release_link()
+            await client.close()
         if out is not None:
             await asyncio.to_thread(out.close)
     return res
@@ -227,7 +236,8 @@ def _spec(con, venue: Venue, g: dict) -> tuple[HealSpec, Counter]:
     return spec, streamed
 
 
-async def _run(out, venue: Venue, limiter: RateLimiter, conn: int, spec: HealSpec, streamed: Counter, g: dict) -> tuple[str, str, int]:
+async def _run(out, venue: Venue, limiter: RateLimiter, conn: int, spec: HealSpec, streamed: Counter, g: dict,
+               client: Any = None) -> tuple[str, str, int]:
     from ..streaming.http import fetch
 
     p = venue.name
@@ -249,7 +259,10 @@ async def _run(out, venue: Venue, limiter: RateLimiter, conn: int, spec: HealSpe
 
     async def fetch_one(req):
         try:
-            resp = await fetch(req, timeout=venue.rest_timeout)
+            if client is not None:
+                resp = await client.history_fetch(req)
+            else:
+                resp = await fetch(req, timeout=venue.rest_timeout)
         except OSError as e:
             resp = HttpResponse(0, redact_url(f"{type(e).__name__}: {e}").encode())
         ts = recv_ns()

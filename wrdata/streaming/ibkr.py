@@ -1076,6 +1076,22 @@ class IbkrClient:
             self.changed.set()
 
     # -- history (gap healing) -------------------------------------------------------------------
+    async def hold_link(self) -> bool:
+        """Keep a connection open without subscriptions (``wrdata heal``: history requests
+        only) until :meth:`release_link`; True once it is up."""
+        self._need_link += 1
+        self._start()
+        self.changed.set()
+        try:
+            await asyncio.wait_for(self.link_ready.wait(), self.venue.connect_timeout + 1.0)
+        except TimeoutError:
+            return False
+        return True
+
+    def release_link(self) -> None:
+        self._need_link = max(0, self._need_link - 1)
+        self.changed.set()
+
     async def history_fetch(self, req: HttpRequest) -> HttpResponse:
         """One ``reqHistoricalTicks`` (an :class:`IbkrHistory` request), answered as the REST
         answers of the other venues are, for the shared healer: 200 with the ticks as
