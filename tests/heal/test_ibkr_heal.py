@@ -93,7 +93,9 @@ async def test_wrdata_heal_through_tws(tmp_path):
             while len([m for m in out if m.kind == "trade"]) < 30:
                 out.append(await anext(it))
             sim.drop_all()
-            while len([m for m in out if m.kind == "trade" and any(x.status == "gap" for x in out if x.kind == "status")]) < 20:
+            while not any(m.kind == "status" and m.status == "gap" for m in out):
+                out.append(await anext(it))
+            for _ in range(20):  # trades after the outage: where its window ends
                 out.append(await anext(it))
         await ds.close()
         w.close()
