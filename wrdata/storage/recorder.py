@@ -64,6 +64,11 @@ _RAW_EST = 160
 _NEVER_DROP = ("events",)
 _RAW_BATCH_BYTES = 256 * MiB  # raw payloads per Arrow batch (binary arrays hold < 2 GiB)
 
+# what converting a message to Arrow raises for a value its column cannot hold; OverflowError
+# is an int beyond int64 (an id or time from a hostile frame): uncaught, it cost the whole
+# writer cycle, every table's rows of it, silently
+_UNCONVERTIBLE = (pa.ArrowException, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
 FsyncPolicy = Literal["flush", "seal", "never"]
 _FSYNC_ALIASES = {"batch": "flush", "always": "flush", "none": "never", "off": "never", "close": "seal"}
 
@@ -657,7 +662,7 @@ class DatasetWriter:
             if table == "raw":
                 return raw_batch(items, self.writer_id)
             return from_messages(table, items, self.writer_id)
-        except (pa.ArrowException, TypeError, ValueError, AttributeError, IndexError) as e:
+        except _UNCONVERTIBLE as e:
             # one bad message must not cost the others: convert one by one, drop the bad
             good = []
             st = self.stats.table(provider, table)
@@ -665,7 +670,7 @@ class DatasetWriter:
                 try:
                     raw_batch([it], self.writer_id) if table == "raw" else from_messages(table, [it], self.writer_id)
                     good.append(it)
-                except (pa.ArrowException, TypeError, ValueError, AttributeError, IndexError) as e1:
+                except _UNCONVERTIBLE as e1:
                     st.rejected += 1
                     st.dropped += 1
                     self._warn_once(f"reject:{provider}:{table}:{type(e1).__name__}", "storage: rejected a %s row of %s: %s (%r)", table, provider, e1, it)
