@@ -187,12 +187,21 @@ def write_sealed(
             buf_rows += batch.num_rows
             buf_bytes += batch.nbytes
             rows += batch.num_rows
-            if buf_rows >= rg_rows or buf_bytes >= rg_bytes:
-                pw.write_table(pa.Table.from_batches(buf), row_group_size=max(rg_rows, buf_rows))
+            if buf_rows >= rg_rows:
+                # whole row groups of rg_rows rows; the rest waits for the next batches. A
+                # journal unit holds one flush (300k rows at 300k msgs/s): written as one
+                # group it made a replay window or a range query decode all of it
+                t = pa.Table.from_batches(buf)
+                cut = buf_rows // rg_rows * rg_rows
+                pw.write_table(t.slice(0, cut), row_group_size=rg_rows)
+                rest = t.slice(cut)
+                buf, buf_rows, buf_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
+            elif buf_bytes >= rg_bytes:
+                pw.write_table(pa.Table.from_batches(buf), row_group_size=buf_rows)
                 buf, buf_rows, buf_bytes = [], 0, 0
         if pw is None:
             return None, 0, 0
-        if buf:
+        if buf_rows:
             pw.write_table(pa.Table.from_batches(buf), row_group_size=max(rg_rows, buf_rows))
         pw.add_key_value_metadata(
             {**(metadata or {}), "wrdata.first_ts": str(first_ts), "wrdata.last_ts": str(last_ts), "wrdata.rows": str(rows)}
