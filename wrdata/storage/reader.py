@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -30,6 +31,7 @@ from .journal import SegmentReader
 from .layout import SealedFile, _as_list, _ts, day_from_str, list_sealed, list_segments
 from .remote import endpoint_of
 from .schema import PARTITION_SCHEMA, SORT_KEYS, conform, schema
+from .seal import is_sorted, key_columns
 
 log = logging.getLogger("wrdata.storage")
 
@@ -142,7 +144,7 @@ def total_order_keys(table: str) -> list[tuple[str, str]]:
 
 
 def sort_total_order(t: pa.Table, table: str) -> pa.Table:
-    if t.num_rows < 2:
+    if t.num_rows < 2 or _in_total_order(t, table):
         return t
     # dictionary columns sort by index, not value: sort on decoded strings
     tmp = t
@@ -152,6 +154,23 @@ def sort_total_order(t: pa.Table, table: str) -> pa.Table:
             tmp = tmp.set_column(tmp.schema.get_field_index(k), k, c.cast(pa.string()))
     idx = pc.sort_indices(tmp, sort_keys=total_order_keys(table))
     return t.take(idx)
+
+
+def _in_total_order(t: pa.Table, table: str) -> bool:
+    """Already in total order? (The usual case: one sealed file, or files of one writer
+    one after the other.) Checking is vectorised and far cheaper than the sort and the
+    copy of every column that ``take`` makes."""
+    ts = t.column("ts_recv").cast(pa.int64()).to_numpy()
+    d = np.diff(ts)
+    if (d < 0).any():
+        return False
+    if (d > 0).all():
+        return True  # no ties: the rest of the key does not matter
+    # ties on ts_recv: the order of (provider, writer) strings decides unless each has one value
+    for k in ("provider", "writer"):
+        if k in t.column_names and len(pc.unique(t.column(k))) > 1:
+            return False
+    return is_sorted(key_columns(t, table))
 
 
 @dataclass
@@ -230,7 +249,7 @@ def read_table(
         files, tail = snap.files, snap.tail
         d = dataset(root, table, filesystem=filesystem, files=files)
         try:
-            t = d.to_table(filter=flt)
+            t = _scan(d, flt, lo, hi, syms is None or table == "raw")
             break
         except (OSError, pa.ArrowException) as e:
             # a file listed a moment ago may be gone: compaction removed it after writing
@@ -253,6 +272,40 @@ def read_table(
 
 
 _VANISHED_RETRIES = 5
+
+
+def _scan(d: ds.Dataset, flt, lo: int | None, hi: int | None, time_only: bool) -> pa.Table:
+    """``d.to_table(filter=flt)``; for a filter on ``ts_recv`` alone, without filtering
+    row by row: sealed files are sorted by ``ts_recv``, so the rows of a time range are
+    one slice of the row groups its statistics admit (a filter copies every column of
+    every row, half the cost of a replay window read: bench/replay.py). Files whose rows
+    turn out not to be sorted are read with the filter."""
+    if flt is None or not time_only or not isinstance(d, ds.FileSystemDataset):
+        return d.to_table(filter=flt)
+    subs = []
+    for frag in d.get_fragments(filter=flt):  # files pruned by their partition (name) ranges
+        sub = frag.subset(flt)  # row groups pruned by their statistics
+        if sub.num_row_groups:
+            subs.append(sub)
+    if not subs:
+        return d.schema.empty_table()
+    t = ds.FileSystemDataset(subs, schema=d.schema, format=d.format, filesystem=d.filesystem).to_table()
+    ts = t.column("ts_recv").cast(pa.int64()).to_numpy()
+    parts = []
+    off = 0
+    for sub in subs:  # to_table keeps the fragments' order and their row groups' order
+        k = sum(rg.num_rows for rg in sub.row_groups)
+        part = ts[off : off + k]
+        if (np.diff(part) < 0).any():
+            return d.to_table(filter=flt)
+        a = int(np.searchsorted(part, lo, "left")) if lo is not None else 0
+        b = int(np.searchsorted(part, hi, "left")) if hi is not None else k
+        if b > a:
+            parts.append(t.slice(off + a, b - a))
+        off += k
+    if off != t.num_rows:
+        return d.to_table(filter=flt)
+    return pa.concat_tables(parts) if parts else d.schema.empty_table()
 
 
 def _read_tail(segs, files, table: str, lo, hi, syms) -> tuple[pa.Table | None, bool]:
