@@ -69,6 +69,7 @@ class ReplaySource(Source):
         settle: float = 0.05,
         backpressure_timeout: float = 5.0,
         batch: int = 512,
+        batch_convert: int = 16_384,
     ) -> None:
         super().__init__()
         if speed is not None and not speed > 0:
@@ -86,6 +87,7 @@ class ReplaySource(Source):
         self.settle = settle
         self.backpressure_timeout = backpressure_timeout
         self.batch = batch
+        self.batch_convert = batch_convert
         self.clock = ReplayClock()
         self.selection = Selection()
         # the merged view, one writer's, and where healed trades go (wrdata.replay.merged)
@@ -201,6 +203,7 @@ class ReplaySource(Source):
         hub, clock, speed, batch = self.hub, self.clock, self.speed, self.batch
         publish = hub.publish
         wall0 = ts0 = None
+        delivered_gen, restart_key = 0, None  # the first reader starts where asked: nothing to drop
         while True:
             reader = self._reader
             item = await loop.run_in_executor(None, reader.get)
@@ -211,9 +214,16 @@ class ReplaySource(Source):
             gen, msgs = item
             if gen != self._generation:
                 continue
-            if self._last_key is not None:
-                last = self._last_key
-                msgs = [m for m in msgs if (m.ts_recv, m.provider, m.conn, m.seq, m.idx) > last]
+            if gen != delivered_gen:
+                delivered_gen, restart_key = gen, self._last_key
+            if restart_key is not None:
+                # a restarted reader reads again from the last delivered message's time:
+                # drop what was delivered already (it can only be at that time)
+                if msgs and msgs[0].ts_recv <= restart_key[0]:
+                    last = restart_key
+                    msgs = [m for m in msgs if (m.ts_recv, m.provider, m.conn, m.seq, m.idx) > last]
+                else:
+                    restart_key = None
             i, n = 0, len(msgs)
             while i < n:
                 if gen != self._generation:
@@ -235,8 +245,11 @@ class ReplaySource(Source):
                 j = i + 1
                 if speed is None:
                     stop = min(n, i + batch)
-                    while j < stop and (due is None or msgs[j].ts_recv < due):
-                        j += 1
+                    if due is None:
+                        j = stop
+                    else:
+                        while j < stop and msgs[j].ts_recv < due:
+                            j += 1
                 else:
                     await self._pace(loop, ts, wall0, ts0)
                     horizon = ts0 + int((loop.time() - wall0) * speed * 1e9)
@@ -295,7 +308,9 @@ class _Reader:
     """A thread reading windows ahead and converting them to messages."""
 
     def __init__(self, source: ReplaySource, start: int | None, generation: int) -> None:
-        self.q: queue.Queue = queue.Queue(maxsize=max(1, source.readahead))
+        # readahead windows' worth of message chunks (the window is read as Arrow, and
+        # converted a chunk at a time so that Python objects stay few)
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, source.readahead) * 4)
         self.stopped = threading.Event()
         self.generation = generation
         self.selection = source.selection.copy()
@@ -310,13 +325,15 @@ class _Reader:
                                   filesystem=source.filesystem, journal=source.journal):
                 if self.stopped.is_set():
                     return
-                msgs = w.messages()
-                while not self.stopped.is_set():
-                    try:
-                        self.q.put((self.generation, msgs), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                for msgs in w.iter_messages(source.batch_convert):
+                    while not self.stopped.is_set():
+                        try:
+                            self.q.put((self.generation, msgs), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if self.stopped.is_set():
+                        return
         except Exception:
             log.exception("reading the recording failed")
         finally:
