@@ -38,7 +38,6 @@ import time
 from typing import Any
 
 from ..channels import Channel
-from ..message import StreamMessage
 from ..streaming import registry
 from ..streaming.base import ConfigurationError
 from ..streaming.manager import Source
@@ -292,9 +291,11 @@ class ReplaySource(Source):
         while any(c.queue for c in self.hub.consumers) and time.monotonic() < deadline:
             await asyncio.sleep(0)
 
-    def tick_clock(self, msg: StreamMessage) -> None:
-        """Called by the DataStream as a consumer takes a message: that message's time is now."""
-        self.clock.set(msg.ts_recv)
+    @property
+    def tick_clock(self):
+        """Called by the DataStream with a message's ``ts_recv`` as a consumer takes it:
+        that message's time is now. (The clock's own method: one call per message.)"""
+        return self.clock.set
 
     # -- batch API -----------------------------------------------------------------------------
     def batches(self, max_rows: int | None = None):
