@@ -212,7 +212,7 @@ async def fault_cycle(setup: VenueSetup, sim, proxy: TcpProxy, rec: Recorder, fa
     ``reject_for`` for ``reject``), and wait until data flows again.
 
     ``cut``: abort the TCP connection; ``blackhole``: half-open, nothing moves either way;
-    ``drip``: one byte every 50 ms; ``reject``: cut, and the venue refuses upgrades (HTTP
+    ``drip``: one byte every 250 ms; ``reject``: cut, and the venue refuses upgrades (HTTP
     503) for ``reject_for`` seconds; ``refuse``: cut, and TCP connections are refused for
     ``reject_for`` seconds; ``venue_close``: the venue closes the connection (a rollover
     cut it makes itself).
@@ -227,7 +227,11 @@ async def fault_cycle(setup: VenueSetup, sim, proxy: TcpProxy, rec: Recorder, fa
     elif fault == "blackhole":
         proxy.blackhole()
     elif fault == "drip":
-        proxy.drip(1, 0.05)
+        # four bytes a second: no frame, and no pong (which queues behind the data), gets
+        # through within the silence timeout. (A drip that still delivers frames or pongs
+        # in time is a slow link, not a dead one: the watchdog replaces it once the
+        # backlog delays them past the timeout, which depends on the feed's own rate.)
+        proxy.drip(1, 0.25)
     elif fault == "reject":
         sim.faults.reject_connections(reject_for)
         proxy.cut()
@@ -261,6 +265,24 @@ async def fault_cycle(setup: VenueSetup, sim, proxy: TcpProxy, rec: Recorder, fa
         except (IndexError, ValueError):
             pass
     return FaultResult(setup.name, fault, t0_ns, detected, recovered, gaps, delays)
+
+
+def assert_gap_covers_the_outage(rec: Recorder, res, venue_symbol: str) -> None:
+    gaps = [g for g in res.gaps if g.symbol == venue_symbol]
+    assert gaps, f"{res.fault}: no gap event for {venue_symbol}"
+    g = gaps[0]
+    # it starts at the last sign of life of the dead connection (a frame, or bytes still in
+    # flight when the fault began) and ends where the new connection delivers
+    dead = {m.conn for t, m in rec.events("disconnected") if m.ts_recv >= res.fault_ns}
+    last_in = max((r[3] for r in rec.raw if r[4] == "in" and r[1] in dead), default=0)
+    assert last_in <= g.gap_start_ns <= res.fault_ns + int(1e9), (last_in, g.gap_start_ns, res.fault_ns)
+    assert g.gap_end_ns > g.gap_start_ns
+    assert g.reason.startswith("disconnected")
+    # nothing was received inside the gap: it is the outage, no more and no less
+    inside = [m for m in rec.data() if m.symbol == venue_symbol and g.gap_start_ns < m.ts_recv < g.gap_end_ns]
+    assert not inside, f"{len(inside)} messages received inside the recorded gap"
+    # and the gap reached the recording (raw 'event' rows are what the writer stores)
+    assert any(d == "event" and b'"gap"' in p and str(g.gap_start_ns).encode() in p for _, _, _, _, d, _, p in rec.raw)
 
 
 # -- capture subprocesses ---------------------------------------------------------------------------

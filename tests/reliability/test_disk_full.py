@@ -92,19 +92,22 @@ async def test_full_disk_during_capture_and_sealing_with_a_live_consumer(tmp_pat
                 await asyncio.sleep(0.5)
                 assert len(got) > n, "the live consumer stalled"
 
-        await receiving_for(1.0)
+        await receiving_for(0.5)
         sealed_before = set(final_parquet(tmp_path))
         # 1. the disk is full: journal writes (and new segments) fail
         disk.arm("journal.write", "journal.open", "journal.sync")
-        await receiving_for(2.0)
+        await receiving_for(1.5)
         st = daemon.writer.stats
         assert st.failing and st.backlog_bytes > 0
         disk.clear()
-        await asyncio.sleep(1.0)
+        for _ in range(100):  # writes are retried every retry_interval (1 s)
+            if not daemon.writer.stats.failing:
+                break
+            await asyncio.sleep(0.05)
         assert not daemon.writer.stats.failing, "writing resumed by itself"
         # 2. the disk fills up while segments are being sealed
         disk.arm("seal.write", "seal.commit")
-        await receiving_for(2.5)
+        await receiving_for(2.0)
         assert daemon.writer.stats.seal_pending > 0
         disk.clear()
         await receiving_for(1.0)

@@ -158,7 +158,7 @@ async def test_credentials_and_account_ids_never_reach_logs_events_metrics_or_re
         env = dict(os.environ, APCA_API_KEY_ID=ALPACA_KEY, APCA_API_SECRET_KEY=ALPACA_SECRET, POLYGON_API_KEY=POLYGON_KEY,
                    FINNHUB_API_KEY=FINNHUB_TOKEN, COINBASE_API_KEY=CB_KEY_NAME, COINBASE_API_SECRET=cb_priv, PYTHONUNBUFFERED="1")
         root = tmp_path / "good"
-        code, output, metrics = await _capture(root, urls, env, 6.0, sims, _free_port())
+        code, output, metrics = await _capture(root, urls, env, 5.0, sims, _free_port())
         assert code == 0, output.decode(errors="replace")[-3000:]
         bad_env = dict(env, APCA_API_KEY_ID=wrong[0], APCA_API_SECRET_KEY=wrong[1], POLYGON_API_KEY=wrong[2], FINNHUB_API_KEY=wrong[3],
                        COINBASE_API_SECRET=wrong[4])
