@@ -51,6 +51,7 @@ async def record(root: Path, *, duration: float = 3.0, withhold: bool = True, ro
             targets=[Target("binance", SYMBOLS, parse_channels("trade,quote"))],
             root=str(root),
             endpoints={"binance": sim.url},
+            heal=False,  # the withheld trades stay a gap: what the gap and coverage queries are tested on
         )
         config.storage.flush_interval = 0.2
         config.storage.roll_interval = roll

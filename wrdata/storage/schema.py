@@ -198,7 +198,8 @@ _INT_TYPES = (pa.int32(), pa.int64(), TS)
 # Statistics where readers prune with them (time ranges, symbols, id ranges, kinds of
 # event); on prices, sizes and payloads they cost footer bytes and prune nothing.
 _STATS_COLUMNS = frozenset(
-    {"ts_recv", "ts_event", "symbol", "conn", "seq", "trade_id", "update_id", "status", "interval", "side", "direction", "first_missing_id", "last_missing_id"}
+    {"ts_recv", "ts_event", "symbol", "conn", "seq", "trade_id", "update_id", "status", "interval", "side", "direction", "first_missing_id", "last_missing_id",
+     "source"}  # source: readers look for healed rows (wrdata.storage.merge) without decoding every file
 )
 
 
