@@ -89,3 +89,23 @@ async def test_healed_trades_where_received_at_event_time_or_not_at_all(tmp_path
     streamed = await replayed(tmp_path, backfill="none")
     s_ids = [m.trade_id for m in streamed if m.kind == "trade"]
     assert sorted(set(ids) - set(s_ids)) == withheld, "the feed as streamed: the hole"
+
+
+async def test_wrdata_replay_prints_the_merged_view_or_one_writer(two_writers):
+    import json
+
+    from click.testing import CliRunner
+
+    from wrdata.cli import main
+
+    def ids(*args: str) -> list[int]:
+        r = CliRunner().invoke(main, ["replay", "--root", str(two_writers), "--kinds", "trade", "--format", "jsonl", *args])
+        assert r.exit_code == 0, r.output
+        return [json.loads(line)["trade_id"] for line in r.output.splitlines() if line.startswith("{")]
+
+    merged = await asyncio.to_thread(ids)
+    assert len(merged) == len(set(merged)) == max(merged) - min(merged) + 1
+    every = await asyncio.to_thread(ids, "--all-rows")
+    assert len(every) > len(merged) and set(every) == set(merged)
+    alone = await asyncio.to_thread(ids, "--writer", "daemon-a")
+    assert set(alone) < set(merged) and len(alone) == len(set(alone))

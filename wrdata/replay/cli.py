@@ -43,13 +43,20 @@ def _line(m) -> str:
 @click.option("--end", help="Until this time (exclusive).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="table", show_default=True)
 @click.option("--limit", type=int, help="Stop after this many messages.")
+@click.option("--writer", "writers", multiple=True, help="Only this writer's rows (repeatable): its view, its outages.")
+@click.option("--backfill", type=click.Choice(["received", "event", "none"]), default="received", show_default=True,
+              help="Healed trades: where received, at their event time inside the gap, or left out.")
+@click.option("--all-rows", is_flag=True, help="Every writer's rows, duplicates included (not the merged view).")
 @s3_endpoint_option
 @click.pass_context
-def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, s3_endpoint) -> None:
-    """Print a recording's messages in its total order (book rows as venue deltas).
+def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, writers, backfill, all_rows,
+           s3_endpoint) -> None:
+    """Print a recording's messages in its total order (book rows as venue deltas): the
+    merged view (each trade once across writers and heals) unless --all-rows.
 
     \b
     wrdata replay --root ./data --provider binance --symbols BTCUSDT --kinds trade --format jsonl
+    wrdata replay --root ./data --writer daemon-a --backfill none
     wrdata replay serve binance --root ./data --port 9001 --speed 1
     """
     if ctx.invoked_subcommand is not None:
@@ -73,6 +80,10 @@ def replay(ctx, root, providers, symbols, kinds, speed, start, end, fmt, limit, 
     sel = everything(root, fs, provider_list, symbol_list, kind_list)
     if not sel.tables or not sel.providers:
         raise click.UsageError(f"nothing recorded under {root} for that selection")
+    from .merged import MergedView
+
+    view = MergedView(root, filesystem=fs, start=lo, end=hi, merged=not all_rows, writers=list(writers) or None, backfill=backfill)
+    sel.view = None if view.trivial else view
     enc = msgspec.json.Encoder()
     out = sys.stdout
 
