@@ -200,8 +200,12 @@ async def thousand_symbol_run(seconds: float, per_symbol_rate: float = 2.0, kind
         async with DataStream(endpoints=urls, credentials=_CREDS, options=opts) as ds:
             ds.add_tap(rec)
             tasks = []
+            from wrdata.streaming.registry import venue_class
+
             for venue, syms in symbols.items():
                 for kind in kinds:
+                    if kind not in venue_class(venue).kinds:  # Finnhub streams trades only
+                        continue
                     it = ds.stream_many([f"{venue}:{s}" for s in syms], stream_type=kind)
 
                     async def drain(it=it) -> None:

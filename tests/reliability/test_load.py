@@ -4,6 +4,8 @@ size and reports peak memory."""
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.reliability.load import slow_consumer, thousand_symbol_run
 
 
@@ -28,3 +30,35 @@ async def test_a_thousand_symbols_on_six_venues_keep_up():
     assert r.overflows == 0 and r.disconnects == 0 and not r.errors, r.errors[:5]
     # keeping up: messages arrive as the venues make them, not later and later
     assert r.lag_p50 < 0.5 and r.lag_p99 < 2.0, (r.lag_p50, r.lag_p99)
+
+
+async def test_a_thousand_streams_on_one_binance_connection():
+    """Binance takes up to 1,024 streams per connection, but not all of them in the URL
+    (a server answers 414 URI Too Long, on every reconnect): the rest are subscribed."""
+    from tests.reliability.helpers import Recorder, steady
+    from wrdata import DataStream
+    from wrdata.sim.binance import BinanceSimulator
+
+    symbols = [f"C{i:03d}USDT" for i in range(500)]
+    async with BinanceSimulator(seed=9, rate=1000, symbols=symbols) as sim:
+        rec = Recorder()
+        async with DataStream(endpoints={"binance": sim.url}) as ds:
+            ds.add_tap(rec)
+            tasks = []
+            for kind in ("trade", "quote"):
+                it = ds.stream_many([f"binance:{s}" for s in symbols], stream_type=kind)
+
+                async def drain(it=it) -> None:
+                    async for _ in it:
+                        pass
+
+                tasks.append(asyncio.create_task(drain()))
+            await steady(rec, "binance")
+            await rec.wait(lambda: len(sim.connections) == 1 and len(next(iter(sim.connections)).subscriptions) == 1000, 20,
+                           "all 1,000 streams subscribed")
+            conn = next(iter(sim.connections))
+            assert len(conn.raw_path) < 2500
+            await rec.wait(lambda: len({m.symbol for m in rec.data() if m.kind == "quote"}) > 400, 20, "quotes from most symbols")
+            assert not rec.events("error") and not rec.events("disconnected")
+            for t in tasks:
+                t.cancel()

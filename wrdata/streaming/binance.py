@@ -270,6 +270,9 @@ class BinanceVenue(Venue):
         return BinanceHistory(self, spec) if spec.channel == "trade" else None
 
 
+_URL_STREAM_CHARS = 2000  # of stream names in a connection URL (a request line stays well under 8 KiB)
+
+
 class _BookSync:
     """Diff-depth synchronisation state of one symbol on one connection."""
 
@@ -287,7 +290,15 @@ class BinanceSession(Session):
 
     def __init__(self, venue: BinanceVenue, conn: int, streams) -> None:
         super().__init__(venue, conn, streams)
-        self.initial = sorted(self.streams)
+        # streams named in the URL are live from the first frame; a long list does not fit
+        # in one (servers answer 414 URI Too Long, and every reconnect would too), so the
+        # rest are subscribed with SUBSCRIBE frames as soon as the connection is open
+        names = sorted(self.streams)
+        cut, size = 0, 0
+        while cut < len(names) and size + len(str(names[cut])) + 1 <= _URL_STREAM_CHARS:
+            size += len(str(names[cut])) + 1
+            cut += 1
+        self.initial, self.later = names[:cut], names[cut:]
         self.next_id = 1
         self.pending_ids: dict[int, tuple[str, list[str]]] = {}
         self.kinds: dict[bytes, tuple] = {}
@@ -303,6 +314,8 @@ class BinanceSession(Session):
 
     def on_open(self, ts_recv: int) -> list[StreamMessage]:
         self.ready = True  # streams named in the URL are live from the first frame
+        if self.later:
+            self._control("SUBSCRIBE", [str(x) for x in self.later])
         return []
 
     def add(self, streams: list[Hashable]) -> None:
