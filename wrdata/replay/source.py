@@ -48,6 +48,8 @@ from .reader import KIND_TABLES, Selection, iter_windows, recorded_providers, to
 log = logging.getLogger("wrdata.replay")
 
 _END = object()
+_HALF_TICK = 0.0005  # seconds: half the event loop's 1 ms timer granularity
+_PACED_CHUNK = 512  # messages converted at a time when paced (~0.5 ms of the GIL)
 
 
 class ReplaySource(Source):
@@ -268,8 +270,11 @@ class ReplaySource(Source):
 
     async def _pace(self, loop: asyncio.AbstractEventLoop, ts: int, wall0: float, ts0: int) -> None:
         delay = wall0 + (ts - ts0) / (self.speed * 1e9) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # the event loop waits in whole milliseconds, rounded up (selectors): a timer
+        # fires 0-1 ms late. Aiming half a tick early centres the error on the due time
+        # (within ±0.5 ms, not 0 to +1 ms); what replayed code reads is the virtual clock.
+        if delay > _HALF_TICK:
+            await asyncio.sleep(delay - _HALF_TICK)
 
     async def _backpressure(self) -> None:
         """Yield to consumers; wait while any queue is over half full (bounded)."""
@@ -326,7 +331,10 @@ class _Reader:
                                   filesystem=source.filesystem, journal=source.journal):
                 if self.stopped.is_set():
                     return
-                for msgs in w.iter_messages(source.batch_convert):
+                # paced, small chunks: converting holds the GIL (~1 µs a message) and a
+                # 16K chunk would hold back a due message for up to the 5 ms switch interval
+                chunk = source.batch_convert if source.speed is None else min(source.batch_convert, _PACED_CHUNK)
+                for msgs in w.iter_messages(chunk):
                     while not self.stopped.is_set():
                         try:
                             self.q.put((self.generation, msgs), timeout=0.1)
