@@ -5,6 +5,7 @@ Run::
 
     python -m bench.queries                      # 100M trades (generated once, then reused)
     python -m bench.queries --rows 10_000_000    # a quick run
+    python -m bench.queries --quick | --smoke    # the suite's sizes: 2M trades over 2 days | 20k over 1 day
     python -m bench.queries --days 1 --symbols 200   # one dense day of many symbols
 
 The recording is generated once under ``bench/results/queries-<rows>-<days>d-<symbols>s``
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .common import Report, add_mode_args, header, pick
 from .storage_common import machine
 
 HOUR_NS = 3_600_000_000_000
@@ -205,18 +207,24 @@ def _ns(v) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=lambda s: int(s.replace("_", "")), default=100_000_000)
-    ap.add_argument("--days", type=int, default=14, help="days the trades spread over (default 14)")
+    add_mode_args(ap)
+    ap.add_argument("--rows", type=lambda s: int(s.replace("_", "")), default=None, help="default 100M (quick 2M, smoke 20k)")
+    ap.add_argument("--days", type=int, default=None, help="days the trades spread over (default 14; quick 2, smoke 1)")
+    ap.add_argument("--all", action="store_true", help="every floor and variant (the suite runs the main ones)")
     ap.add_argument("--symbols", type=int, default=20)
     ap.add_argument("--providers", type=int, default=1)
     ap.add_argument("--row-group-rows", type=int, default=None, help="rows per row group (default: the storage layer's)")
     ap.add_argument("--root", help="where the recording is (default bench/results/queries-...)")
     ap.add_argument("--regenerate", action="store_true")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs after a warm-up (default 3; suite: 2, smoke 1)")
     ap.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--only", choices=["ohlcv", "range"], help="run one of the two queries")
     args = ap.parse_args(argv)
+    args.rows = args.rows or pick(args.mode, 20_000, 2_000_000, 100_000_000)
+    args.days = args.days or pick(args.mode, 1, 2, 14)
+    args.repeat = args.repeat or pick(args.mode, 1, 2, 2 if args.json_out else 3)
+    header("DuckDB queries over a generated recording", args.mode)
 
     import duckdb
 
@@ -227,7 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     rg = args.row_group_rows or PARQUET_DEFAULTS["row_group_rows"]
     name = f"queries-{args.rows}-{args.days}d-{args.symbols}s-{args.providers}p-rg{rg}"
     root = Path(args.root) if args.root else RESULTS / name
-    print(f"machine: {machine()}")
+    scratch = None
+    if args.mode == "smoke" and not args.root:  # tests may run side by side: a private root
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix="wrdata-bench-queries-")
+        root = Path(scratch) / name
+    print(f"# {machine()}")
     if args.regenerate and root.exists():
         shutil.rmtree(root)
     marker = root / "_complete"
@@ -260,6 +274,29 @@ def main(argv: list[str] | None = None) -> None:
         _bench_ohlcv(con, args, report)
     if args.only != "ohlcv":
         _bench_range(con, root, files, n, args, report)
+    rep = Report("queries", args.mode, f"{n:,} trades in {len(files)} files ({args.days} days, {args.symbols} symbols), "
+                 f"DuckDB {duckdb.__version__} with {threads} threads, median of {args.repeat} after a warm-up")
+    got = {label: (wall, cpu) for label, wall, cpu, _ in rows_out}
+    at_scale = n >= 100_000_000
+    scale = "" if at_scale else f" (targets are for 100M trades: this is {n / 1e6:g}M)"
+    g = "queries"
+    if "wrdata.queries.ohlcv(con, '1m')" in got:
+        w, c = got["wrdata.queries.ohlcv(con, '1m')"]
+        fw, _ = got["floor: DuckDB scan of the same columns, no grouping"]
+        rep.add(g, "1-minute OHLCV over all trades (wall)", "ms", w * 1e3, fw * 1e3,
+                "DuckDB scan of the same columns, no grouping (max/sum), same connection", target="< 3 s at 100M",
+                met=(w < 3.0) if at_scale else None, lower_is_better=True,
+                note=f"CPU {c * 1e3:,.0f} ms; exact open/close by the total order{scale}")
+    label = "wrdata.queries.scan(con, 'trades', symbols, start, end)"
+    if label in got:
+        w, c = got[label]
+        fw = next(v[0] for k, v in got.items() if k.startswith("floor: read_parquet"))
+        rep.add(g, "one symbol, one hour range query (scan, total order)", "ms", w * 1e3, fw * 1e3,
+                "DuckDB read_parquet of the file(s) holding the hour, same filter, no ORDER BY", target="< 100 ms at 100M",
+                met=(w < 0.1) if at_scale else None, lower_is_better=True, note=f"CPU {c * 1e3:,.0f} ms{scale}")
+    rep.finish(args.json_out)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _bench_ohlcv(con, args, report) -> None:
@@ -272,15 +309,16 @@ def _bench_ohlcv(con, args, report) -> None:
     print("1-minute OHLCV over all trades (target < 3 s on 2 cores):")
     w, c, bars = timed(lambda: ohlcv(con, "1m"), args.repeat)
     report("wrdata.queries.ohlcv(con, '1m')", w, c, f"{bars.num_rows:,} bars")
-    w, c, _ = timed(lambda: ohlcv(con, "1m", clock="recv"), args.repeat)
-    report("  same, clock='recv'", w, c)
     src = "trades"
     b = "epoch_ns(coalesce(ts_event, ts_recv)) // 60000000000"
-    w, c, _ = timed(lambda: con.sql(
-        f"SELECT {b} AS bar, provider, symbol, arg_min(price, epoch_ns(ts_recv)), max(price), min(price), "
-        f"arg_max(price, epoch_ns(ts_recv)), sum(size), count(*), sum(price * size) / sum(size) FROM {src} GROUP BY ALL"
-    ).to_arrow_table(), args.repeat)
-    report("floor: same SQL, open/close by ts_recv only (no tie-break)", w, c)
+    if args.all:
+        w, c, _ = timed(lambda: ohlcv(con, "1m", clock="recv"), args.repeat)
+        report("  same, clock='recv'", w, c)
+        w, c, _ = timed(lambda: con.sql(
+            f"SELECT {b} AS bar, provider, symbol, arg_min(price, epoch_ns(ts_recv)), max(price), min(price), "
+            f"arg_max(price, epoch_ns(ts_recv)), sum(size), count(*), sum(price * size) / sum(size) FROM {src} GROUP BY ALL"
+        ).to_arrow_table(), args.repeat)
+        report("floor: same SQL, open/close by ts_recv only (no tie-break)", w, c)
     w, c, _ = timed(lambda: con.sql(
         f"SELECT {b} AS bar, provider, symbol, max(price), min(price), sum(size), count(*) FROM {src} GROUP BY ALL"
     ).to_arrow_table(), args.repeat)
@@ -288,10 +326,11 @@ def _bench_ohlcv(con, args, report) -> None:
     w, c, _ = timed(lambda: con.sql(
         "SELECT max(ts_event), max(ts_recv), max(symbol), sum(price), sum(size) FROM trades").to_arrow_table(), args.repeat)
     report("floor: DuckDB scan of the same columns, no grouping", w, c)
-    dset = pds.dataset(files, format="parquet")
-    cols = ["ts_recv", "ts_event", "symbol", "price", "size", "conn", "seq", "idx"]
-    w, c, _ = timed(lambda: sum(b.num_rows for b in dset.to_batches(columns=cols)), args.repeat)
-    report("floor: bare pyarrow.dataset scan of the columns OHLCV reads", w, c)
+    if args.all:
+        dset = pds.dataset(files, format="parquet")
+        cols = ["ts_recv", "ts_event", "symbol", "price", "size", "conn", "seq", "idx"]
+        w, c, _ = timed(lambda: sum(b.num_rows for b in dset.to_batches(columns=cols)), args.repeat)
+        report("floor: bare pyarrow.dataset scan of the columns OHLCV reads", w, c)
     print()
 
 

@@ -1,27 +1,31 @@
 """Recorder cost on the event-loop thread, writer throughput, seal rows/s.
 
-Run: python -m bench.storage_recorder [N]   (prints figures; asserts nothing)
+Run: python -m bench.storage_recorder [--smoke|--quick] [--rows N] [--json FILE]   (prints figures; asserts nothing)
 
 Input: the tape's trades and their raw frames, repeated with shifted receive times to N
-trades (default 600,000). Each "trade" is what the live manager does per @trade frame:
+trades (600,000; quick 300,000). Each "trade" is what the live manager does per @trade frame:
 ``on_raw(frame)`` then ``on_messages([trade])``.
 
 - tap: per-trade cost of those two calls on the calling thread, with the writer thread
   idle (pure cost) and running concurrently (what the event loop sees under the GIL).
 - writer: CPU seconds to convert, journal (zstd-1 IPC + CRC + write) and seal
   (Parquet zstd-9) those trades and frames; trades per CPU-second per stage.
-- seal: rows/s of seal_segment on one segment of trades and one of raw frames.
+- seal: rows/s of seal_segment on one segment of trades and one of raw frames, beside
+  the floor: ``pq.write_table`` of the same rows, already Arrow, with the same Parquet
+  options (what the Parquet encoding alone costs: no journal read, no checks).
 - read back: Parquet → StreamMessages.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import shutil
-import sys
 import tempfile
 import time
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from wrdata.message import StreamMessage
 from wrdata.storage import (
@@ -30,6 +34,7 @@ from wrdata.storage import (
     from_messages,
     list_sealed,
     list_segments,
+    parquet_options,
     raw_batch,
     read_table,
     seal_segment,
@@ -37,6 +42,7 @@ from wrdata.storage import (
 )
 from wrdata.storage.journal import SegmentWriter
 
+from .common import Report, add_mode_args, header, pick
 from .storage_common import load_tape, machine
 
 
@@ -82,43 +88,54 @@ def tap_cost(w: DatasetWriter, trades, raws) -> float:
     return (time.perf_counter() - t0) / len(trades) * 1e6
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 600_000
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_mode_args(ap)
+    ap.add_argument("--rows", type=int, default=None)
+    args = ap.parse_args(argv)
+    n = args.rows or pick(args.mode, 6_000, 300_000, 600_000)
+    first = n // 3  # the tap phase; the rest is written in flushes of `chunk`
     trades, raws = build(n)
-    print(f"# storage recorder bench — {machine()}")
+    header("storage recorder: tap, writer, seal", args.mode)
+    print(f"# {machine()}")
     print(f"{n} trades + {n} raw trade frames (tape repeated)\n")
+    rep = Report("storage_recorder", args.mode, f"{n:,} trades + {n:,} raw trade frames (the tape repeated)")
+    g = "storage"
     tmp = tempfile.mkdtemp(prefix="wrdata-bench-")
     try:
         # 1. tap cost, writer idle (flush_interval long, queues big enough)
         w = DatasetWriter(f"{tmp}/a", flush_interval=3600, memory_budget=8 << 30).start()
         w._wake_at = 1 << 40  # measure the append alone: no early wake-ups
-        us = tap_cost(w, trades[:200_000], raws[:200_000])
-        base = tap_cost(_Noop(), trades[:200_000], raws[:200_000])
+        us = tap_cost(w, trades[:first], raws[:first])
+        base = tap_cost(_Noop(), trades[:first], raws[:first])
         print(f"tap (on_raw + on_messages per trade), writer idle:     {us - base:5.2f} µs/trade (loop overhead {base:.2f} µs excluded)")
         assert w.flush(600)
         # 2. writer: convert + journal in flushes of `chunk` trades (300k trades/s at
         #    flush_interval=1 s), then seal; CPU time of the flushes only
-        chunk = 100_000
+        chunk = max(1, min(100_000, (n - first) // 4))
         cpu = 0.0
-        t0 = time.perf_counter()
-        for a in range(200_000, n, chunk):
+        for a in range(first, n, chunk):
             for m, r in zip(trades[a : a + chunk], raws[a : a + chunk], strict=True):
                 w.on_raw(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
                 w.on_messages([m])
             c0 = time.process_time()
             assert w.flush(600)
             cpu += time.process_time() - c0
-        m_ = n - 200_000
+        m_ = n - first
         journal_bytes = sum(s.size for s in list_segments(w.journal_dir))
-        c1, t1 = time.process_time(), time.perf_counter()
+        c1 = time.process_time()
         w.close(600)
-        c2, t2 = time.process_time(), time.perf_counter()
+        c2 = time.process_time()
         sealed = sum(f.size for f in list_sealed(w.root))
         print(f"writer: convert + journal  {cpu / m_ * 1e6:5.2f} µs per trade+frame = {m_ / cpu / 1e3:6.0f}k trades+frames per CPU-s (flushes of {chunk})")
         print(f"        seal to Parquet    {(c2 - c1) / n * 1e6:5.2f} µs per trade+frame = {n / (c2 - c1) / 1e3:6.0f}k trades+frames per CPU-s")
         tot = cpu / m_ + (c2 - c1) / n
         print(f"        both               {tot * 1e6:5.2f} µs per trade+frame = {1 / tot / 1e3:6.0f}k trades+frames per CPU-s")
         print(f"        journal {journal_bytes / n:.1f} B/trade+frame, sealed {sealed / n:.1f} B/trade+frame")
+        rep.add(g, "recorder tap on the event loop (on_raw + on_messages)", "µs/trade", us - base, None, "", lower_is_better=True,
+                note=f"per trade and its raw frame, writer idle; the loop's own {base:.2f} µs excluded")
+        rep.add(g, "recorder writer: convert + journal (trade + its raw frame)", "k/CPU-s", m_ / cpu / 1e3, None, "",
+                note=f"{cpu / m_ * 1e6:.2f} µs per trade+frame in flushes of {chunk:,}; with the seal: {1 / tot / 1e3:.0f}k/CPU-s")
 
         # 3. tap cost with the writer running concurrently at flush_interval=0.1
         w = DatasetWriter(f"{tmp}/b", flush_interval=0.1, memory_budget=8 << 30).start()
@@ -126,7 +143,8 @@ def main() -> None:
         w.close(600)
         print(f"tap, writer running concurrently (same process, GIL): {us_live:5.2f} µs/trade (includes the writer's share of the GIL)")
 
-        # 4. seal rows/s on single segments (written directly, no writer running)
+        # 4. seal rows/s on single segments (written directly, no writer running), beside
+        #    pq.write_table of the same rows with the same options
         k = min(n, 300_000)
         fs = StorageFS(f"{tmp}/c")
         for table, batch in (("trades", from_messages("trades", trades[:k], "w")), ("raw", raw_batch(raws[:k], "w"))):
@@ -138,7 +156,15 @@ def main() -> None:
             c0, t0 = time.process_time(), time.perf_counter()
             res = seal_segment(fs, path, table, "binance", 0, "w")
             dc, dt = time.process_time() - c0, time.perf_counter() - t0
-            print(f"seal {table:6s} segment: {res.rows} rows in {dt:.2f} s wall = {res.rows / dt / 1e3:5.0f}k rows/s ({res.rows / dc / 1e3:5.0f}k per CPU-s)")
+            tab = pa.Table.from_batches([batch])
+            c0 = time.process_time()
+            pq.write_table(tab, io.BytesIO(), **parquet_options(table))
+            fc = time.process_time() - c0
+            print(f"seal {table:6s} segment: {res.rows} rows in {dt:.2f} s wall = {res.rows / dt / 1e3:5.0f}k rows/s "
+                  f"({res.rows / dc / 1e3:5.0f}k per CPU-s); pq.write_table of the same rows {k / fc / 1e3:5.0f}k per CPU-s")
+            rep.add(g, f"seal journal → Parquet, {table} segment", "rows/CPU-s", res.rows / dc, k / fc,
+                    "pq.write_table of the same rows (already Arrow) with the same Parquet options, same run",
+                    note=f"{res.rows:,} rows, zstd {parquet_options(table)['compression_level']}")
 
         # 5. read back
         t0 = time.perf_counter()
@@ -149,6 +175,7 @@ def main() -> None:
         print(f"read back {len(msgs)} trades: Parquet → Arrow {len(msgs) / (t1 - t0) / 1e6:.1f}M rows/s, Arrow → StreamMessage {len(msgs) / (t2 - t1) / 1e6:.2f}M/s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rep.finish(args.json_out)
 
 
 if __name__ == "__main__":

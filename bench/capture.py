@@ -1,0 +1,129 @@
+"""Capture end to end on one core: local sender → parse → journal → sealed Parquet.
+
+The sender (``bench/sender.py``, its own process, pinned to the other core) sends N
+Binance ``@trade`` frames (the tape's trades) as fast as the socket takes them. This
+process, pinned to one core, runs:
+
+- **capture**: wrdata's own ``CaptureDaemon`` (``wrdata capture binance:BTCUSDT
+  --kinds trade --endpoint binance=<sender>``, status view off): runner, Binance
+  session, the capture figures tap and the ``DatasetWriter`` tap (raw frames and trades
+  journaled every second, zstd IPC, fdatasync), stopped once every frame is in, then
+  sealed to zstd Parquet as on SIGTERM. The rate is N over the time from the first
+  frame's ``ts_recv`` to the last file sealed, and per CPU second of the process (every
+  thread: event loop, writer, sealer);
+- **receive → parse**, the floor issue 3 measures against (its target: capture ≥ 50% of
+  it): the same runner and session into a counting sink, nothing recorded;
+- **picows bare receive**, the transport floor.
+
+The writer's CPU share is the CPU of every thread but the event loop's (the writer and
+sealer threads) over the process's, for the capture run. Medians of ``--repeat``.
+
+    python -m bench.capture [--smoke|--quick] [--frames N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+
+from bench.common import Report, Sender, add_mode_args, header, median, pick, pin, process_cpu, unpin
+from bench.receive import run_picows, run_runner
+
+
+async def capture(url: str, n: int, root: str) -> dict:
+    from wrdata.capture.config import CaptureConfig, StorageSettings, parse_targets
+    from wrdata.capture.daemon import CaptureDaemon
+
+    config = CaptureConfig(targets=parse_targets(["binance:BTCUSDT"], "trade"), root=root, endpoints={"binance": url},
+                           storage=StorageSettings())
+    daemon = CaptureDaemon(config, status="none", validate=False)
+    c0, l0 = process_cpu(), time.thread_time()  # the event loop runs on this thread
+
+    async def stop_when_done() -> None:
+        while True:
+            f = daemon.stats.providers.get("binance")
+            if f is not None and f.frames >= n:
+                daemon.request_stop()
+                return
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(stop_when_done())
+    await daemon.run()
+    watcher.cancel()
+    end_ns = time.time_ns()
+    c1, l1 = process_cpu(), time.thread_time()
+    from wrdata.storage import read_table
+
+    t = read_table(root, "trades", columns=["ts_recv"], journal=False)
+    raw = read_table(root, "raw", columns=["ts_recv"], journal=False)
+    assert t.num_rows == n, (t.num_rows, n)
+    first = t.column("ts_recv")[0].value
+    cpu = c1 - c0
+    return {"wall": (end_ns - first) / 1e9, "cpu": cpu, "loop_cpu": l1 - l0, "trades": t.num_rows, "raw": raw.num_rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_mode_args(ap)
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the receiver and the sender to one core each")
+    args = ap.parse_args(argv)
+    mode = args.mode
+    n = args.frames or pick(mode, 5_000, 200_000, 1_000_000)
+    repeat = args.repeat or pick(mode, 1, 1, 3)
+    logging.basicConfig(level=logging.ERROR)
+    header("capture end to end, one core", mode)
+    # import everything the runs use now, so that no run pays for imports
+    import wrdata.capture.daemon  # noqa: F401
+    import wrdata.storage  # noqa: F401
+    import wrdata.streaming.binance  # noqa: F401
+    import wrdata.streaming.runner  # noqa: F401
+
+    cpu = None if args.no_pin else pin(1)
+    scpu = None if cpu is None else 0
+    print(f"# receiver pinned to CPU {cpu}, sender to the other" if cpu is not None else "# not pinned")
+    rep = Report("capture", mode, f"{n:,} @trade frames per run, median of {repeat}")
+    res: dict[str, list] = {"bare": [], "parse": [], "capture": []}
+    tmp = tempfile.mkdtemp(prefix="wrdata-bench-capture-")
+    try:
+        for r in range(repeat):
+            with Sender(n, "trade", cpu=scpu) as s:
+                res["bare"].append(asyncio.run(run_picows(s.url, n)))
+                res["parse"].append(asyncio.run(run_runner(s.url, n, "picows", "trade")))
+                root = f"{tmp}/run{r}"
+                res["capture"].append(asyncio.run(capture(s.url, n, root)))
+                shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        unpin()
+    bare_w, bare_c = median([x[0] for x in res["bare"]]), median([x[1] for x in res["bare"]])
+    parse_w, parse_c = median([x[0] for x in res["parse"]]), median([x[1] for x in res["parse"]])
+    caps = res["capture"]
+    cap_w = median([n / c["wall"] for c in caps])
+    cap_c = median([n / c["cpu"] for c in caps])
+    share = median([(c["cpu"] - c["loop_cpu"]) / c["cpu"] for c in caps])
+    print(f"  picows bare receive        {bare_w:>12,.0f} /s wall {bare_c:>12,.0f} /CPU-s")
+    print(f"  receive->parse (runner)    {parse_w:>12,.0f} /s wall {parse_c:>12,.0f} /CPU-s")
+    print(f"  capture end to end         {cap_w:>12,.0f} /s wall {cap_c:>12,.0f} /CPU-s  (first frame -> last file sealed; "
+          f"{caps[0]['trades']:,} trades and {caps[0]['raw']:,} raw rows sealed)")
+    print(f"  storage threads' share of the capture's CPU: {share:.0%}")
+    g = "capture"
+    rep.add(g, "capture end to end, recording on (1 core, per CPU-s)", "msgs/CPU-s", cap_c, parse_c,
+            "receive→parse without recording (runner + Binance session into a counting sink), same sender, same run",
+            target="≥ 50% of floor", met=cap_c >= 0.5 * parse_c,
+            note=f"per wall second {cap_w:,.0f} (first frame → last file sealed) vs receive→parse {parse_w:,.0f}/s wall; "
+                 f"picows bare receive {bare_c:,.0f}/CPU-s")
+    rep.add(g, "capture end to end, recording on (1 core, wall)", "msgs/s", cap_w, parse_w,
+            "receive→parse without recording, per wall second, same run", target="≥ 50% of floor", met=cap_w >= 0.5 * parse_w)
+    rep.add(g, "capture: storage threads' share of the process CPU", "%", share * 100, None, "",
+            note="writer (convert, journal, fdatasync) and sealer (Parquet) threads vs the whole capture process")
+    rep.finish(args.json_out)
+
+
+if __name__ == "__main__":
+    main()
