@@ -11,7 +11,7 @@ wrdata's own sealing code (:func:`wrdata.storage.write_sealed`: the row groups, 
 statistics of a capture's hourly file) to a local directory, starts a real S3 API server
 on loopback (moto in server mode, **in its own process**, so its request handling does
 not share this interpreter's GIL), uploads the same files to a bucket, and puts
-:class:`wrdata.sim.netproxy.NetProxy` in front of it for each injected round-trip latency
+:class:`wrdata.sim.proxy.ThreadedTcpProxy` in front of it for each injected round-trip latency
 (``0`` means the server directly). Then, for the local directory and for the bucket at
 each latency:
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.pop(k, None)
     import pyarrow.fs as pafs
 
-    from wrdata.sim.netproxy import NetProxy
+    from wrdata.sim.proxy import ThreadedTcpProxy
     from wrdata.storage import list_sealed, open_filesystem
 
     print("# bench/objectstore.py: replay from an S3 bucket (moto server on loopback) vs local disk")
@@ -176,9 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         for ms in latencies:
             url = endpoint
             if ms > 0:
-                p = NetProxy(host, int(port), latency=ms / 1000).start()
+                p = ThreadedTcpProxy(host, int(port))
+                p.delay(ms / 2000)  # half the round trip each way
                 proxies.append(p)
-                url = p.url
+                url = p.url("http")
             fs, _ = open_filesystem("s3://bench/md", s3_endpoint=url)
             sources.append((f"s3 +{ms:g} ms RTT", "s3://bench/md", fs))
         symbols = _symbols(args.symbols)
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         _report(args, results, latencies)
     finally:
         for p in proxies:
-            p.stop()
+            p.close()
         moto.terminate()
         moto.wait(10)
         shutil.rmtree(work, ignore_errors=True)

@@ -75,15 +75,15 @@ def test_a_failed_upload_stays_in_the_journal_and_is_retried_until_it_succeeds(s
     """The store goes away (a real outage: connections reset in front of the S3 server):
     sealing fails, the segment stays in the local journal, no object appears; when the
     store is back the upload is retried and every row arrives once."""
-    from wrdata.sim.netproxy import NetProxy
+    from wrdata.sim.proxy import ThreadedTcpProxy
     from wrdata.storage import DatasetWriter, open_filesystem
 
     host, port = s3.endpoint.rsplit("/", 1)[1].split(":")
-    proxy = NetProxy(host, int(port)).start()
+    proxy = ThreadedTcpProxy(host, int(port))
     try:
         bucket = s3.new_bucket()
         root = f"s3://{bucket}/md"
-        fs, _ = open_filesystem(root, s3_endpoint=proxy.url)
+        fs, _ = open_filesystem(root, s3_endpoint=proxy.url("http"))
         w = DatasetWriter(root, filesystem=fs, flush_interval=0.05, retry_interval=0.1).start()
         proxy.down()
         msgs = [trade(i) for i in range(500)]
@@ -98,7 +98,7 @@ def test_a_failed_upload_stays_in_the_journal_and_is_retried_until_it_succeeds(s
         assert w.wait_sealed(timeout=30)
         w.close()
     finally:
-        proxy.stop()
+        proxy.close()
     assert not list_segments(w.journal_dir)
     names = [k.rsplit("/", 1)[1] for k in s3.keys(f"{bucket}/md")]
     assert not [n for n in names if n.startswith(".")]

@@ -16,7 +16,7 @@ from s3_helpers import SECRET_KEY, subprocess_env, trade, wait_for
 
 from wrdata.cli import main
 from wrdata.sim.binance import BinanceSimulator
-from wrdata.sim.netproxy import NetProxy
+from wrdata.sim.proxy import ThreadedTcpProxy
 from wrdata.storage import DatasetWriter, list_segments, read_journal, read_table
 from wrdata.storage.fs import default_journal_dir
 
@@ -39,12 +39,12 @@ async def test_sigkill_with_uploads_pending_then_restart_uploads_everything_once
     bucket = s3.new_bucket()
     root = f"s3://{bucket}/md"
     host, port = s3.endpoint.rsplit("/", 1)[1].split(":")
-    proxy = NetProxy(host, int(port)).start()
+    proxy = ThreadedTcpProxy(host, int(port))
     env = subprocess_env(tmp_path)  # no AWS_ENDPOINT_URL*: --s3-endpoint is what names the store
     sim = BinanceSimulator(seed=4, rate=300)
     await sim.start()
     try:
-        p1 = await asyncio.create_subprocess_exec(*_capture_args(root, sim.url, proxy.url), env=env,
+        p1 = await asyncio.create_subprocess_exec(*_capture_args(root, sim.url, proxy.url("http")), env=env,
                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         await sim.wait_for_connections(1, timeout=30)
         await asyncio.to_thread(wait_for, lambda: s3.keys(f"{bucket}/md/trades"), 30)  # uploads work
@@ -69,7 +69,7 @@ async def test_sigkill_with_uploads_pending_then_restart_uploads_everything_once
         assert SECRET_KEY.encode() not in err + err2, "credentials are never logged"
     finally:
         await sim.stop()
-        proxy.stop()
+        proxy.close()
     assert not list_segments(jdir), "the restart uploaded and removed every leftover segment"
     trades = read_table(root, "trades", journal=False)
     writers = sorted(set(trades.column("writer").cast("string").to_pylist()))

@@ -15,12 +15,16 @@ Faults (each applies at once to open connections, and to new ones until changed)
 ``cut()``            abort every open connection (TCP reset: no FIN, no close frame)
 ``blackhole()``      keep the sockets open but forward nothing, either way (a half-open
                      connection: a dead NAT, a pulled cable behind a switch)
-``delay(seconds)``   deliver every chunk ``seconds`` late (order kept)
+``delay(seconds)``   deliver every chunk ``seconds`` late, each direction (order kept;
+                     latency, not a throughput limit: ``delay(rtt / 2)`` adds a round trip)
 ``drip(nbytes, interval)``  forward at most ``nbytes`` every ``interval`` seconds per
                      direction, reading no faster (the sender feels the back-pressure)
 ``refuse(seconds)``  close new connections at once for ``seconds`` (what a load balancer
                      in front of a restarting venue does); ``refuse(None)`` until ``heal()``
 ``heal()``           clear every fault
+
+Synchronous code (pyarrow's S3 client in front of an S3 server) runs the proxy on a
+thread of its own with :class:`ThreadedTcpProxy`.
 
 Counters: ``accepted``, ``refused``, ``bytes_up`` (client to server), ``bytes_down``,
 ``open`` (live connection pairs); ``events`` lists ``(monotonic time, what)``.
@@ -31,9 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 
-__all__ = ["TcpProxy"]
+__all__ = ["TcpProxy", "ThreadedTcpProxy"]
 
 log = logging.getLogger(__name__)
 
@@ -175,30 +180,54 @@ class TcpProxy:
             pair.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: _Pair, up: bool) -> None:
-        try:
+        # A reading half stamps each chunk with when it is due and a writing half sends it then,
+        # so a delay is latency, not a throughput limit; the queue is bounded so a slow reader
+        # on the far side still pushes back on the sender.
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=16)
+
+        async def read() -> None:
             while True:
                 drip = self._drip
                 data = await reader.read(drip[0] if drip else _CHUNK)
+                if data and self._blackholed:
+                    continue  # the bytes vanish; neither side is told
+                await chunks.put((loop.time() + self._delay, data))
+                if not data:
+                    return
+                drip = self._drip
+                if drip:
+                    await asyncio.sleep(drip[1])
+
+        async def send() -> None:
+            while True:
+                due, data = await chunks.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 if not data:  # EOF: pass the close on (unless the line is dead)
                     if not self._blackholed:
                         with contextlib.suppress(Exception):
                             writer.write_eof()
-                    break
+                    return
                 if self._blackholed:
-                    continue  # the bytes vanish; neither side is told
-                if self._delay:
-                    await asyncio.sleep(self._delay)
+                    continue
                 writer.write(data)
                 if up:
                     self.bytes_up += len(data)
                 else:
                     self.bytes_down += len(data)
                 await writer.drain()
-                drip = self._drip
-                if drip:
-                    await asyncio.sleep(drip[1])
+
+        halves = [loop.create_task(read()), loop.create_task(send())]
+        try:
+            await asyncio.gather(*halves)
         except (ConnectionError, OSError):
             pass
+        finally:
+            for t in halves:
+                t.cancel()
+            await asyncio.gather(*halves, return_exceptions=True)
         # one side went away: on a dead line the other side must not hear of it
         await self._hold_while_blackholed()
         pair.abort()
@@ -207,3 +236,61 @@ class TcpProxy:
         while self._blackholed:
             self._changed.clear()
             await self._changed.wait()
+
+
+class ThreadedTcpProxy:
+    """A :class:`TcpProxy` on an event loop of its own thread, for synchronous clients.
+
+    The faults are the proxy's (``cut``, ``blackhole``, ``delay``, ``drip``, ``refuse``,
+    ``heal``), each run on the proxy's loop and waited for; ``down()`` is an outage (open
+    connections reset, new ones refused) and ``up()`` ends it::
+
+        with ThreadedTcpProxy(host, port) as proxy:
+            fs = pyarrow.fs.S3FileSystem(endpoint_override=proxy.url("http"), ...)
+            proxy.down()
+    """
+
+    _FAULTS = frozenset({"cut", "blackhole", "delay", "drip", "refuse", "heal"})
+
+    def __init__(self, target_host: str, target_port: int, **kwargs: object) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="wrdata-tcpproxy", daemon=True)
+        self._thread.start()
+        self.proxy: TcpProxy = self._run(TcpProxy(target_host, target_port, **kwargs).start())
+
+    def _run(self, coro):  # noqa: ANN001, ANN202 - any coroutine, its result
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - a fault, run on the proxy's loop
+        if name not in self._FAULTS:
+            raise AttributeError(name)
+        fault = getattr(self.proxy, name)
+
+        async def call(*args: object):  # noqa: ANN202
+            return fault(*args)
+
+        return lambda *args: self._run(call(*args))
+
+    def url(self, scheme: str = "ws") -> str:
+        return self.proxy.url(scheme)
+
+    def down(self) -> None:
+        self.refuse(None)
+        self.cut()
+
+    def up(self) -> None:
+        self.heal()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.proxy.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedTcpProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
