@@ -47,20 +47,61 @@ def bucket_start(ts: int, interval: str) -> tuple[int, int]:
     return start, start + size
 
 
-class BarBuilder:
-    """Trades in, bars of one interval out."""
+class _OpenBar:
+    """The open bar of one interval, and how it is emitted to the consumers."""
 
     __slots__ = ("interval", "channel", "grace_ns", "consumers", "start", "end", "o", "h", "l", "c", "v", "last", "closed")
 
-    def __init__(self, interval: str, grace: float = 0.0) -> None:
+    def __init__(self, interval: str, grace_ns: int) -> None:
         self.interval = interval
         self.channel = f"bar:{interval}"
-        self.grace_ns = int(grace * 1e9)
+        self.grace_ns = grace_ns
         self.consumers: list[Callable[[StreamMessage], None]] = []
         self.start = self.end = 0
         self.o = self.h = self.l = self.c = self.v = 0.0
         self.last: StreamMessage | None = None
         self.closed = True
+
+    def on_time(self, now_ns: int) -> None:
+        """Close the open bar once the clock is past its end (plus grace)."""
+        if not self.closed and self.last is not None and now_ns >= self.end + self.grace_ns:
+            self._emit(self.last, closed=True, ts_recv=now_ns)
+
+    def _emit(self, m: StreamMessage, closed: bool, ts_recv: int | None = None) -> None:
+        msg = StreamMessage(
+            provider=m.provider,
+            symbol=m.symbol,
+            kind="bar",
+            ts_recv=m.ts_recv if ts_recv is None else ts_recv,
+            ts_event=self.start,
+            conn=m.conn,
+            seq=m.seq,
+            idx=m.idx,
+            source=m.source,
+            channel=self.channel,
+            open=self.o,
+            high=self.h,
+            low=self.l,
+            close=self.c,
+            size=self.v,
+            interval=self.interval,
+            closed=closed,
+            derived=True,
+        )
+        self.last = m
+        if closed:
+            self.closed = True
+        for put in self.consumers:
+            put(msg)
+
+
+class BarBuilder(_OpenBar):
+    """Trades in, bars of one interval out."""
+
+    __slots__ = ()
+
+    def __init__(self, interval: str, grace: float = 0.0) -> None:
+        super().__init__(interval, int(grace * 1e9))
 
     def on_message(self, t: StreamMessage) -> None:
         if t.kind != "trade" or t.price is None:
@@ -93,40 +134,8 @@ class BarBuilder:
         self.closed = False
         self._emit(t, closed=False)
 
-    def on_time(self, now_ns: int) -> None:
-        """Close the open bar once the clock is past its end (plus grace)."""
-        if not self.closed and self.last is not None and now_ns >= self.end + self.grace_ns:
-            self._emit(self.last, closed=True, ts_recv=now_ns)
 
-    def _emit(self, t: StreamMessage, closed: bool, ts_recv: int | None = None) -> None:
-        msg = StreamMessage(
-            provider=t.provider,
-            symbol=t.symbol,
-            kind="bar",
-            ts_recv=t.ts_recv if ts_recv is None else ts_recv,
-            ts_event=self.start,
-            conn=t.conn,
-            seq=t.seq,
-            idx=t.idx,
-            source=t.source,
-            channel=self.channel,
-            open=self.o,
-            high=self.h,
-            low=self.l,
-            close=self.c,
-            size=self.v,
-            interval=self.interval,
-            closed=closed,
-            derived=True,
-        )
-        self.last = t
-        if closed:
-            self.closed = True
-        for put in self.consumers:
-            put(msg)
-
-
-class BarResampler:
+class BarResampler(_OpenBar):
     """Closed venue bars of a short interval in, bars of a longer interval out.
 
     For venues that stream short bars natively (IBKR's 5-second real-time bars): a
@@ -139,20 +148,12 @@ class BarResampler:
     ``derived=True``.
     """
 
-    __slots__ = ("interval", "source", "source_ns", "channel", "grace_ns", "consumers", "start", "end", "o", "h", "l", "c",
-                 "v", "last", "closed")
+    __slots__ = ("source", "source_ns")
 
     def __init__(self, interval: str, source: str, grace: float | None = None) -> None:
-        self.interval = interval
         self.source = source
         self.source_ns = interval_ns(source)
-        self.channel = f"bar:{interval}"
-        self.grace_ns = self.source_ns if grace is None else int(grace * 1e9)
-        self.consumers: list[Callable[[StreamMessage], None]] = []
-        self.start = self.end = 0
-        self.o = self.h = self.l = self.c = self.v = 0.0
-        self.last: StreamMessage | None = None
-        self.closed = True
+        super().__init__(interval, self.source_ns if grace is None else int(grace * 1e9))
 
     def on_message(self, b: StreamMessage) -> None:
         if b.kind != "bar" or b.interval != self.source or b.closed is False or b.open is None:
@@ -181,34 +182,3 @@ class BarResampler:
         self.v = b.size or 0.0
         self.closed = False
         self._emit(b, closed=done >= end)
-
-    def on_time(self, now_ns: int) -> None:
-        if not self.closed and self.last is not None and now_ns >= self.end + self.grace_ns:
-            self._emit(self.last, closed=True, ts_recv=now_ns)
-
-    def _emit(self, b: StreamMessage, closed: bool, ts_recv: int | None = None) -> None:
-        msg = StreamMessage(
-            provider=b.provider,
-            symbol=b.symbol,
-            kind="bar",
-            ts_recv=b.ts_recv if ts_recv is None else ts_recv,
-            ts_event=self.start,
-            conn=b.conn,
-            seq=b.seq,
-            idx=b.idx,
-            source=b.source,
-            channel=self.channel,
-            open=self.o,
-            high=self.h,
-            low=self.l,
-            close=self.c,
-            size=self.v,
-            interval=self.interval,
-            closed=closed,
-            derived=True,
-        )
-        self.last = b
-        if closed:
-            self.closed = True
-        for put in self.consumers:
-            put(msg)
