@@ -175,10 +175,11 @@ def _date(ns: int) -> str:
 _counter = [0]
 
 
-def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
+def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter, *, exclude: set[tuple[str, str]] | None = None) -> str:
     """A SQL subquery over ``table`` reading only the sealed files (of the connection's
     snapshot) whose provider and ``[first_ts, last_ts]`` can match ``flt``, plus the
-    journal tail. Same columns as the view."""
+    journal tail. Same columns as the view. ``exclude``: (provider, date) partitions
+    whose sealed files are left out (their rows come from elsewhere: minute rollups)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}: expected one of {', '.join(TABLES)}")
     state = state_of(con)
@@ -192,6 +193,7 @@ def source(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> str:
         if (provs is None or f.provider in provs)
         and (flt.start is None or f.last_ts >= flt.start)
         and (flt.end is None or f.first_ts < flt.end)
+        and (exclude is None or (f.provider, f.date) not in exclude)
     ]
     files = [f.path for f in chosen]
     cols = view_columns(table)
@@ -323,16 +325,23 @@ def _writers(con: duckdb.DuckDBPyConnection, table: str, flt: Filter) -> list[st
 def bucket_ns(interval: str, col: str) -> str:
     """SQL for the start (int ns) of the ``interval`` bucket holding ``col`` (a
     TIMESTAMPTZ_NS expression)."""
+    return bucket_of_ns(interval, f"epoch_ns({col})")
+
+
+def bucket_of_ns(interval: str, ns: str) -> str:
+    """SQL for the start (int ns) of the ``interval`` bucket holding ``ns`` (an integer
+    ns expression). A bucket of whole minutes holds a time iff it holds its minute's
+    start: minute rollups bucket their ``minute`` with it."""
     n, unit = parse_interval(interval)
     if unit == "M":
         # the UTC date by integer division: no time zone, no rounding of nanoseconds
-        d = f"(DATE '1970-01-01' + CAST(epoch_ns({col}) // {_NS['d']} AS INTEGER))"
+        d = f"(DATE '1970-01-01' + CAST({ns} // {_NS['d']} AS INTEGER))"
         mi = f"((year({d}) * 12 + month({d}) - 1) // {n} * {n})"
         return f"epoch_ns(make_timestamp(({mi}) // 12, ({mi}) % 12 + 1, 1, 0, 0, 0))"
     step = n * _NS[unit]
     if unit == "w":
-        return f"((epoch_ns({col}) - {_WEEK_ORIGIN_NS}) // {step} * {step} + {_WEEK_ORIGIN_NS})"
-    return f"(epoch_ns({col}) // {step} * {step})"
+        return f"(({ns} - {_WEEK_ORIGIN_NS}) // {step} * {step} + {_WEEK_ORIGIN_NS})"
+    return f"({ns} // {step} * {step})"
 
 
 def ns_to_ts(expr: str) -> str:
@@ -395,6 +404,7 @@ def ohlcv(
     end: Time = None,
     clock: Literal["event", "recv"] = "event",
     output: Output = "arrow",
+    rollups: bool = True,
 ):
     """OHLCV bars from recorded trades, one row per (provider, symbol, bar) with trades.
 
@@ -406,14 +416,29 @@ def ohlcv(
     receive time. Open and close are the first and last trade of the bar in the total
     order. Bars without trades are absent (no forward fill). Sorted by provider, symbol,
     bar. ``start``/``end`` select trades by ``ts_recv``.
+
+    ``rollups``: read the minute rollups (:mod:`.rollup`) of the partitions that have a
+    valid one, and the trades of the others, when that gives the same bars: an
+    ``interval`` of whole minutes (``m``, ``h``, ``d``, ``w``, ``M``), and ``start`` and
+    ``end`` each absent, at midnight UTC, or (``clock="recv"``) on a minute. Otherwise,
+    or with ``rollups=False``, the trades alone. Both give the same rows and the same
+    open, high, low, close and trades; volume and vwap are sums of doubles added in
+    another grouping, equal to about 1e-12 relative (as between two runs of one query:
+    a parallel engine adds in no fixed order).
     """
     _check_output(output)
     con = _con(con)
     flt = Filter(providers, symbols, start, end)
+    b = bucket_ns(interval, _clock(clock))
+    if rollups:
+        from .rollup import ohlcv_sql
+
+        sql = ohlcv_sql(con, interval, flt, clock)
+        if sql is not None:
+            return _out(con.sql(sql), output)
     src = source(con, "trades", flt)
     where = flt.where("trades") + " AND price IS NOT NULL"
     key = order_key(con, src, where, _writers(con, "trades", flt))
-    b = bucket_ns(interval, _clock(clock))
     sql = f"""
         SELECT {ns_to_ts('b')} AS bar, provider, symbol, open, high, low, close, volume, trades, vwap
         FROM (
