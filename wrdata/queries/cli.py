@@ -1,4 +1,4 @@
-"""``wrdata query``, ``ls``, ``verify``, ``compact`` and ``ohlcv``.
+"""``wrdata query``, ``ls``, ``verify``, ``compact``, ``rollup`` and ``ohlcv``.
 
 Every command takes ``--root`` (default ``$WRDATA_ROOT``, else ``./data``; a local path or
 a URI such as ``s3://bucket/prefix``, with ``--s3-endpoint`` for S3-compatible stores). Bad arguments are one line on stderr and exit
@@ -434,6 +434,59 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
             click.echo(line)
             for path, why in res.skipped:
                 click.echo(f"  {os.path.basename(path)}: {why}")
+    trade_provs = sorted(p for t, p in parts if t == "trades")
+    if trade_provs and not dry_run:
+        # the rewrite made the partitions' minute rollups stale: build them on the new files
+        _echo_rollups(_build_rollups(root, [date_], trade_provs, fs))
+
+
+def _build_rollups(root: str, dates, providers, fs, force: bool = False):
+    from .rollup import build_rollups
+
+    try:
+        return build_rollups(root, dates, providers, filesystem=fs, force=force)
+    except FileNotFoundError as e:
+        raise _usage(str(e)) from None
+
+
+def _echo_rollups(results) -> None:
+    for r in results:
+        where = f"ohlcv_1m/{r.provider}/{r.date}"
+        if r.status == "built":
+            click.echo(f"{where}: built from {r.files} trades files ({r.rows:,} minute rows, {_fmt_bytes(r.bytes)}) in {r.seconds:.2f} s"
+                       + (f"; was stale: {r.reason}" if r.reason and r.reason != "no rollup" else ""))
+        elif r.status == "valid":
+            click.echo(f"{where}: up to date")
+        else:
+            click.echo(f"{where}: skipped: {r.reason}")
+
+
+@click.command()
+@click.option("--root", help="Dataset root (default $WRDATA_ROOT, else ./data).")
+@click.option("--date", "dates", multiple=True, help="Only these UTC days (YYYY-MM-DD; default: every sealed day).")
+@click.option("--provider", "providers", multiple=True, help="Only these providers.")
+@click.option("--force", is_flag=True, help="Rebuild rollups that are up to date too.")
+@s3_endpoint_option
+def rollup(root: str | None, dates, providers, force: bool, s3_endpoint: str | None) -> None:
+    """Build the 1-minute OHLCV rollups that `ohlcv` reads instead of the trades, for
+    every sealed (provider, day) of trades without an up-to-date one.
+
+    One small Parquet file per provider and day under <root>/ohlcv_1m/, written under a
+    temporary name and moved into place. A rollup is used only while it matches the
+    day's files exactly (a later file, a compaction or a change in which duplicates the
+    merged view drops makes it stale: queries then read that day's trades, and the next
+    run rebuilds it). Days with journal rows (still being recorded) are skipped.
+    """
+    root = _root(root)
+    dl = [_check_date(d) for d in _split(dates) or []] or None
+    pl = check_providers(_split(providers))
+    fs = open_root(root, s3_endpoint)
+    check_writable(root, fs)
+    results = _build_rollups(root, dl, pl, fs, force=force)
+    if not results:
+        click.echo(f"no sealed trades under {root}" + (" for the given days/providers" if dl or pl else ""))
+        return
+    _echo_rollups(results)
 
 
 @click.command()
@@ -448,9 +501,10 @@ def compact(root: str | None, date_: str, providers, tables, max_rows: int | Non
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the bars here instead of stdout.")
 @click.option("--max-rows", type=int, default=40, show_default=True, help="Rows shown by --format table.")
+@click.option("--no-rollups", is_flag=True, help="Read the trades even where minute rollups could serve (same bars, slower).")
 @s3_endpoint_option
 def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str | None, fmt: str, out: str | None, max_rows: int,
-          s3_endpoint: str | None) -> None:
+          no_rollups: bool, s3_endpoint: str | None) -> None:
     """OHLCV bars built from recorded trades (open/close in the recording's total order).
 
     \b
@@ -469,8 +523,9 @@ def ohlcv(symbols, interval: str, providers, start, end, clock: str, root: str |
         raise _usage(str(e)) from None
     root = _root(root)
     con = _connect(root, tables=("trades",), filesystem=open_root(root, s3_endpoint))
-    rel = run(con, interval, providers=_split(providers), symbols=list(symbols), start=start, end=end, clock=clock, output="relation")
+    rel = run(con, interval, providers=_split(providers), symbols=list(symbols), start=start, end=end, clock=clock, output="relation",
+              rollups=not no_rollups)
     _with_progress(con, lambda: _emit(con, rel, fmt, out, max_rows))
 
 
-COMMANDS = (query, ls, verify, compact, ohlcv)
+COMMANDS = (query, ls, verify, compact, rollup, ohlcv)

@@ -22,6 +22,10 @@ present twice means double-counted data: an interrupted compaction, a file copie
 hand). Files of one writer whose time ranges merely interleave are fine: the recorder
 starts a new file when rows arrive late, rather than write out of order.
 
+Minute rollups (:mod:`.rollup`, under ``<root>/ohlcv_1m/``) are read to the last page
+too: an unreadable one is a problem (``ohlcv`` ignores it with a warning; ``wrdata
+rollup`` replaces it), a stale one a note (``ohlcv`` reads that day's trades meanwhile).
+
 Unreadable files and files with a foreign or unknown schema are **moved** to
 ``<root>/_quarantine/<table>/provider=.../date=.../`` with a ``.reason`` note beside
 them (``_``-prefixed folders are skipped by every reader), so queries stop failing on
@@ -190,7 +194,7 @@ def _journal_dir(journal: bool | str, root: str, filesystem) -> str | None:
 @dataclass
 class Finding:
     path: str
-    kind: str  # unreadable, foreign-schema, newer-schema, name, order, duplicate, misplaced, superseded, stray, interleaved, tmp, journal, gap
+    kind: str  # unreadable, foreign-schema, newer-schema, name, order, duplicate, misplaced, superseded, stray, interleaved, tmp, journal, gap, rollup
     message: str
     problem: bool = True  # False: a note (expected after crashes or late rows; nothing to fix)
     quarantined_to: str | None = None
@@ -295,6 +299,8 @@ def verify(
                 rep.findings.append(Finding(f"{g['provider']}:{g['symbol']}", "gap", f"{g['date']}: {g['unhealed']} of "
                                             f"{g['gaps']} trade gaps unhealed (`wrdata heal` fetches what the history still has)",
                                             problem=False))
+    if "trades" in tables:
+        _check_rollups(root, filesystem, providers, dates, journal, fs, rep)
     jdir = _journal_dir(journal, root, filesystem)
     if jdir:
         for seg in list_segments(jdir, tables, providers):
@@ -310,6 +316,39 @@ def verify(
                                             f"complete units are kept, the {info.torn_bytes} bytes after them are cut off when "
                                             "the segment is sealed (recovery records the gap)", problem=False))
     return rep
+
+
+def _check_rollups(root: str, filesystem, providers, dates, journal, fs: pafs.FileSystem, rep: VerifyReport) -> None:
+    """Minute rollups (:mod:`.rollup`): an unreadable one is a problem (``ohlcv`` ignores
+    it with a warning, ``wrdata rollup`` replaces it); a stale one is a note (``ohlcv``
+    reads that day's trades instead until it is rebuilt)."""
+    from .connection import connect
+    from .rollup import rollup_status
+
+    try:
+        con = connect(root, filesystem=filesystem, journal=journal, tables=("trades",))
+    except Exception as e:  # noqa: BLE001 - files quarantined above may be what the snapshot needs
+        log.warning("verify: cannot check the minute rollups: %s", e)
+        return
+    try:
+        statuses = rollup_status(con, providers, dates)
+    finally:
+        con.close()
+    for st in statuses:
+        if st.path is None:
+            continue
+        if st.state != "unreadable":
+            try:
+                with fs.open_input_file(st.path) as fh:
+                    pq.read_table(fh)  # every page: the footer alone does not show damage
+            except Exception as e:  # noqa: BLE001 - whatever pyarrow raises for a damaged file
+                st.state, st.reason = "unreadable", f"{type(e).__name__}: {e}"
+        if st.state == "unreadable":
+            rep.findings.append(Finding(st.path, "rollup", f"unreadable minute rollup ({st.reason}): ohlcv ignores it and "
+                                        "reads the day's trades; `wrdata rollup` rebuilds it"))
+        elif st.state in ("stale", "open"):
+            rep.findings.append(Finding(st.path, "rollup", f"stale minute rollup ({st.reason}): ohlcv reads the day's trades "
+                                        "instead; `wrdata rollup` rebuilds it once the day is sealed", problem=False))
 
 
 def gap_summary(root: str, *, filesystem=None, providers=None, dates=None, journal: bool | str = True) -> list[dict]:
