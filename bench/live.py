@@ -13,8 +13,8 @@ during the run) and a user callback subscribed to the trades (``subscribe()``).
 - **RSS**: the process's resident memory every second; the slope of a least-squares
   line through the samples after the first third of the run (warm-up: queues, arenas
   and the first segments reach their working size), in MB per minute, and the growth
-  from then to the end. A flat line is the target: a capture
-  runs for months.
+  from then to the end. The target is no growth (a slope under +1 MB/min; a falling
+  one is memory a seal gave back): a capture runs for months.
 
     python -m bench.live [--smoke|--quick] [--rate R] [--seconds S] [--json FILE]
 """
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 "the same path with nothing recorded, same sender and rate, same run", lower_is_better=True,
                 note=f"{rate:,.0f} trade frames/s offered, evenly; {len(lat):,} trades" if label == "p50" else "")
     rep.add(g, "capture RSS slope after warm-up (recording, sealing)", "MB/min", mbm, None, "",
-            target="flat (|slope| < 1 MB/min)", met=abs(mbm) < 1.0, lower_is_better=True,
+            target="no growth (< +1 MB/min)", met=mbm < 1.0, lower_is_better=True,
             note=f"{secs:.0f} s at {rate:,.0f} frames/s, segments sealed every {roll:.0f} s ({sealed} files); peak {peak:.0f} MB, "
                  f"{growth:+.1f} MB from warm-up to end")
     rep.finish(args.json_out)
