@@ -318,7 +318,8 @@ class DataStream:
                     await callback(msg)
                 else:
                     r = callback(msg)
-                    if inspect.isawaitable(r):
+                    # isawaitable goes through an ABC check: skip it for the usual None
+                    if r is not None and inspect.isawaitable(r):
                         await r
         finally:
             await it.aclose()
