@@ -40,7 +40,7 @@ async def capture(url: str, n: int, root: str) -> dict:
 
     config = CaptureConfig(targets=parse_targets(["binance:BTCUSDT"], "trade"), root=root, endpoints={"binance": url},
                            storage=StorageSettings())
-    daemon = CaptureDaemon(config, status="none", validate=False)
+    daemon = CaptureDaemon(config, status="none", validate=False, freeze_gc=True)  # as `wrdata capture` runs
     c0, l0 = process_cpu(), time.thread_time()  # the event loop runs on this thread
 
     async def stop_when_done() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import shutil
 import tempfile
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     header("live delivery latency while recording, and RSS over the run", mode)
     import wrdata.storage  # noqa: F401  (imported before the clocks start)
+
+    gc.collect()
+    gc.freeze()  # as `wrdata capture` does once started: full collections skip what startup made
 
     rep = Report("live", mode, f"{rate:,.0f} frames/s offered for {secs:.0f} s recording (+{floor_secs:.0f} s not recording)")
     tmp = tempfile.mkdtemp(prefix="wrdata-bench-live-")

@@ -75,7 +75,8 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
         if workers < 1:
             raise ConfigError("--workers must be at least 1")
         kwargs = dict(duration=duration, writer_id=writer_id, journal_dir=journal_dir, status=status_mode,
-                      status_interval=status_interval, metrics_port=metrics_port, metrics_host=metrics_host, transport=transport)
+                      status_interval=status_interval, metrics_port=metrics_port, metrics_host=metrics_host, transport=transport,
+                      freeze_gc=True)  # the process is the daemon's own
         if workers > 1:
             daemon = CaptureDaemon(config, **kwargs)  # validates the arguments
             asyncio.run(daemon.check())

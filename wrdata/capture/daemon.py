@@ -16,6 +16,7 @@ subscriptions over that many processes, each its own writer in the one dataset.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -47,6 +48,7 @@ class CaptureDaemon:
         metrics_host: str = "127.0.0.1",
         transport: str | None = None,
         validate: bool = True,
+        freeze_gc: bool = False,
     ) -> None:
         if status not in ("auto", "rich", "log", "none"):
             raise ConfigError(f"bad status mode {status!r}: expected auto, rich, log or none")
@@ -60,6 +62,7 @@ class CaptureDaemon:
         self.status_interval = status_interval
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
+        self.freeze_gc = freeze_gc
         self.transport = transport
         self.validate = validate
         self.stats = CaptureStats()
@@ -136,6 +139,13 @@ class CaptureDaemon:
                 await self.stream.source.subscribe(provider, symbol, channel, None)
             n = len(self.config.subscriptions())
             log.info("capturing %d subscriptions of %s into %s (writer %s)", n, ", ".join(self.config.providers), self.config.root, self.writer.writer_id)
+            if self.freeze_gc:
+                # What startup made (modules, pyarrow, the providers) lives as long as the
+                # process; frozen, a full collection no longer scans it. Full collections hold
+                # the GIL, so they were the longest stalls of the event loop while recording
+                # (bench/live.py: the worst delivery latency ~30 ms before, ~10 ms after).
+                gc.collect()
+                gc.freeze()
             await self._wait()
         finally:
             await self._shutdown(metrics)
