@@ -668,8 +668,7 @@ class Healer:
             self.providers[venue.name] = _ProviderHeal(self, venue, client)
 
     # -- the tap -------------------------------------------------------------------------------
-    def on_raw(self, *args: Any) -> None:
-        pass
+    on_raw = None  # frames are not its business: the manager skips it for them
 
     def on_messages(self, msgs: list[StreamMessage]) -> None:
         providers = self.providers

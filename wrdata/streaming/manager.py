@@ -36,7 +36,8 @@ log = logging.getLogger("wrdata.streaming.manager")
 
 
 class Tap(Protocol):
-    """A recorder: sees everything before the fan-out, must not block."""
+    """A recorder: sees everything before the fan-out, must not block. A tap that records no
+    frames sets ``on_raw = None``."""
 
     def on_raw(
         self, provider: str, conn: int, seq: int, ts_recv: int, direction: str, url: str, payload: bytes, status: int | None = None
@@ -210,28 +211,31 @@ class StreamManager(Source):
 
     def _sinks(self):
         hub_publish = self.hub.publish
-        taps = list(self.taps)
-        if not taps:
-            return hub_publish, None
-        if len(taps) == 1:
-            tap_messages, tap_raw = taps[0].on_messages, taps[0].on_raw
+        on_messages = [t.on_messages for t in self.taps]
+        # a tap without frames to record says so with on_raw = None: one call less per frame
+        on_raw = [t.on_raw for t in self.taps if t.on_raw is not None]
+        if not on_messages:
+            sink = hub_publish
+        elif len(on_messages) == 1:
+            tap_messages = on_messages[0]
 
             def sink(msgs: list[StreamMessage]) -> None:
                 tap_messages(msgs)
                 hub_publish(msgs)
+        else:
+            def sink(msgs: list[StreamMessage]) -> None:
+                for f in on_messages:
+                    f(msgs)
+                hub_publish(msgs)
 
-            return sink, tap_raw
-
-        def sink_many(msgs: list[StreamMessage]) -> None:
-            for t in taps:
-                t.on_messages(msgs)
-            hub_publish(msgs)
+        if len(on_raw) <= 1:
+            return sink, (on_raw[0] if on_raw else None)
 
         def raw_many(*args) -> None:
-            for t in taps:
-                t.on_raw(*args)
+            for f in on_raw:
+                f(*args)
 
-        return sink_many, raw_many
+        return sink, raw_many
 
     # -- venues ------------------------------------------------------------------------------
     def venue(self, name: str) -> Venue:
