@@ -143,7 +143,7 @@ class CaptureDaemon:
                 # What startup made (modules, pyarrow, the providers) lives as long as the
                 # process; frozen, a full collection no longer scans it. Full collections hold
                 # the GIL, so they were the longest stalls of the event loop while recording
-                # (bench/live.py: the worst delivery latency ~30 ms before, ~10 ms after).
+                # (bench/live.py: the worst delivery latency 25-40 ms before, 7-15 ms after).
                 gc.collect()
                 gc.freeze()
             await self._wait()
