@@ -72,7 +72,16 @@ import msgspec
 from .faults import Faults
 from .market import NS, MarketEvent, SymbolSpec, SyntheticMarket, Trade
 from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
-from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, listing_tape, session_of, stock_spec, us_equity_activity
+from .stocks import (
+    CRYPTO_PAIRS,
+    Batcher,
+    crypto_spec,
+    listing_tape,
+    session_of,
+    start_round_the_clock,
+    stock_market,
+    stock_spec,
+)
 
 __all__ = ["AlpacaSimulator", "rfc3339"]
 
@@ -247,19 +256,8 @@ class AlpacaSimulator(SimServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        if hours not in ("us", "always"):
-            raise ValueError(f"hours must be 'us' or 'always', not {hours!r}")
         self.key, self.secret = key, secret
-        specs: list[SymbolSpec] = []
-        known = {t: (p, w) for t, p, _, w in US_STOCKS if t != "FAKEPACA"}
-        for s in symbols or list(known):
-            if isinstance(s, SymbolSpec):
-                specs.append(s)
-            else:
-                p, w = known.get(s.upper(), (None, 1.0))
-                specs.append(stock_spec(s.upper(), p, w))
-        activity = us_equity_activity(start_et) if hours == "us" else None
-        self.market = SyntheticMarket(seed, specs, rate, activity=activity, history=history)
+        self.market = stock_market(seed, symbols, rate, hours=hours, start_et=start_et, history=history)
         always = [crypto_spec(f"{b}/{q}", p, tk, lt, w, b, q) for b, q, p, tk, lt, w in CRYPTO_PAIRS]
         always.append(stock_spec("FAKEPACA", 132.65, 1.0))
         self.always = SyntheticMarket(seed + 1, always, crypto_rate, history=history)
@@ -311,9 +309,7 @@ class AlpacaSimulator(SimServer):
         url = await super().start()
         if not isinstance(self.feed, MarketFeed):
             return url  # serving a recording
-        if self.always.t0_ns is None or self.always.seq == 0:
-            self.always.start(self.market.t0_ns)
-            self.always.advance(time.time_ns() - self.market.t0_ns)
+        start_round_the_clock(self.always, self.market.t0_ns, self.now_ns())
         now = self.now_ns()
         self._next_minute = (now // _MINUTE + 1) * _MINUTE
         self._next_half = (now - 30 * NS) // _MINUTE * _MINUTE + _MINUTE + 30 * NS

@@ -55,7 +55,15 @@ import msgspec
 from .faults import Faults
 from .market import NS, MarketEvent, SymbolSpec, SyntheticMarket
 from .server import Feed, MarketFeed, RecordedFrame, RestRequest, RestResponse, SimConnection, SimServer, json_response
-from .stocks import CRYPTO_PAIRS, US_STOCKS, Batcher, crypto_spec, listing_tape, session_of, stock_spec, us_equity_activity
+from .stocks import (
+    CRYPTO_PAIRS,
+    Batcher,
+    crypto_spec,
+    listing_tape,
+    session_of,
+    start_round_the_clock,
+    stock_market,
+)
 
 __all__ = ["PolygonSimulator"]
 
@@ -202,15 +210,9 @@ class PolygonSimulator(SimServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        if hours not in ("us", "always"):
-            raise ValueError(f"hours must be 'us' or 'always', not {hours!r}")
         self.key = key
         self.clusters = frozenset(clusters)
-        known = {t: (p, w) for t, p, _, w in US_STOCKS if t != "FAKEPACA"}
-        specs = [s if isinstance(s, SymbolSpec) else stock_spec(s.upper(), *known.get(s.upper(), (None, 1.0)))
-                 for s in (symbols or list(known))]
-        activity = us_equity_activity(start_et) if hours == "us" else None
-        self.market = SyntheticMarket(seed, specs, rate, activity=activity, history=history)
+        self.market = stock_market(seed, symbols, rate, hours=hours, start_et=start_et, history=history)
         pairs = [crypto_spec(f"{b}-{q}", p, tk, lt, w, b, q) for b, q, p, tk, lt, w in CRYPTO_PAIRS]
         self.crypto = SyntheticMarket(seed + 1, pairs, crypto_rate, history=history)
         super().__init__(host=host, port=port, feed=feed or MarketFeed(self.market, tick=tick, warmup=warmup),
@@ -242,9 +244,7 @@ class PolygonSimulator(SimServer):
         url = await super().start()
         if not isinstance(self.feed, MarketFeed):
             return url  # serving a recording
-        if self.crypto.t0_ns is None or self.crypto.seq == 0:
-            self.crypto.start(self.market.t0_ns)
-            self.crypto.advance(self.now_ns() - self.market.t0_ns)
+        start_round_the_clock(self.crypto, self.market.t0_ns, self.now_ns())
         now = self.now_ns()
         for w in self._windows.values():
             w.sec_start = now // NS * NS

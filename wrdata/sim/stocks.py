@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from .market import ActivityProfile, SymbolSpec
+from .market import ActivityProfile, SymbolSpec, SyntheticMarket
 from .server import SimConnection
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "crypto_spec",
     "et_now",
     "session_of",
+    "start_round_the_clock",
+    "stock_market",
     "stock_spec",
     "us_equity_activity",
 ]
@@ -185,6 +187,28 @@ class Batcher:
                 sent += 1
         self.pending.clear()
         return sent
+
+
+def stock_market(seed: int, symbols: Sequence[str | SymbolSpec] | None, rate: float, *, hours: str,
+                 start_et: datetime | str | None, history: int) -> SyntheticMarket:
+    """A stock simulator's US-equity market: ``symbols`` (tickers, known ones at their listed
+    price and weight, or specs; default every listed stock but Alpaca's test symbol), trading in
+    US hours from ``start_et`` (``hours="us"``) or at the regular rate around the clock."""
+    if hours not in ("us", "always"):
+        raise ValueError(f"hours must be 'us' or 'always', not {hours!r}")
+    known = {t: (p, w) for t, p, _, w in US_STOCKS if t != "FAKEPACA"}
+    specs = [s if isinstance(s, SymbolSpec) else stock_spec(s.upper(), *known.get(s.upper(), (None, 1.0)))
+             for s in (symbols or list(known))]
+    activity = us_equity_activity(start_et) if hours == "us" else None
+    return SyntheticMarket(seed, specs, rate, activity=activity, history=history)
+
+
+def start_round_the_clock(market: SyntheticMarket, t0_ns: int, now_ns: int) -> None:
+    """Start a simulator's second, round-the-clock market (crypto) on the stock market's clock:
+    from its ``t0_ns``, caught up to ``now_ns``, so both tapes are functions of one time."""
+    if market.t0_ns is None or market.seq == 0:
+        market.start(t0_ns)
+        market.advance(now_ns - t0_ns)
 
 
 def subscribers(server: Any, *streams: str) -> set[SimConnection]:
