@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import platform
 import sys
@@ -18,7 +17,13 @@ REST_URL = "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000"
 
 
 def load_tape() -> tuple[list[StreamMessage], list[tuple]]:
-    """(trade messages, raw frames as on_raw argument tuples) of the 19,904-trade tape."""
+    """(trade messages, raw frames as on_raw argument tuples) of the 19,904-trade tape: every
+    line a frame (the REST depth snapshot as ``rest``), the trades parsed from the @trade
+    frames by wrdata's own Binance session, as live."""
+    from wrdata.streaming.driver import RawDriver
+    from wrdata.streaming.registry import venue_class
+
+    driver = RawDriver(venue_class("binance")())
     trades: list[StreamMessage] = []
     raws: list[tuple] = []
     seq = 0
@@ -30,23 +35,7 @@ def load_tape() -> tuple[list[StreamMessage], list[tuple]]:
                 rest = frame.startswith('{"lastUpdateId"')
                 raws.append(("binance", 0, seq, ts, "rest" if rest else "in", REST_URL if rest else WS_URL, frame.encode()))
                 if not rest and '@trade"' in frame[:40]:
-                    d = json.loads(frame)["data"]
-                    trades.append(
-                        StreamMessage(
-                            provider="binance",
-                            symbol=d["s"],
-                            kind="trade",
-                            ts_recv=ts,
-                            ts_event=d["T"] * 1_000_000,
-                            conn=0,
-                            seq=seq,
-                            channel="trade",
-                            price=float(d["p"]),
-                            size=float(d["q"]),
-                            side="sell" if d["m"] else "buy",
-                            trade_id=d["t"],
-                        )
-                    )
+                    trades.extend(m for m in driver.feed(0, seq, ts, "in", WS_URL, frame.encode()) if m.kind == "trade")
                 seq += 1
     return trades, raws
 

@@ -5,17 +5,15 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import threading
 from pathlib import Path
 
+# The 19,904-trade Binance tape (hftbacktest, MIT): committed under bench/data/ with its
+# attribution in bench/data/SOURCES.md and tests/data/SOURCES.md; loaded as the benches load it.
+from bench.storage_common import TAPES, load_tape  # noqa: F401
 from wrdata.message import StreamMessage
 
 REPO = Path(__file__).resolve().parents[2]
-# The 19,904-trade Binance tape (hftbacktest, MIT): committed under bench/data/ with its
-# attribution in bench/data/SOURCES.md and tests/data/SOURCES.md.
-TAPES = [REPO / "bench" / "data" / f"hftbacktest_binance_spot_btcusdt_2024080{d}.gz" for d in (8, 9)]
 DAY = 86_400_000_000_000
 T0 = 1_723_161_600_000_000_000  # 2024-08-09 00:00:00 UTC
 
@@ -39,44 +37,6 @@ def trade(i: int, ts: int | None = None, *, provider: str = "binance", symbol: s
     )
     fields.update(kw)
     return StreamMessage(**fields)
-
-
-def load_tape():
-    """(trades, raw) from the tape: StreamMessages for the @trade frames, and the raw
-    frames as on_raw argument tuples (every line; the REST snapshot as 'rest')."""
-    trades: list[StreamMessage] = []
-    raws: list[tuple] = []
-    seq = 0
-    for path in TAPES:
-        with gzip.open(path, "rt") as f:
-            for line in f:
-                ts_s, _, frame = line.rstrip("\n").partition(" ")
-                ts = int(ts_s)
-                if frame.startswith('{"lastUpdateId"'):
-                    raws.append(("binance", 0, seq, ts, "rest", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", frame.encode()))
-                else:
-                    raws.append(("binance", 0, seq, ts, "in", "wss://stream.binance.com:9443/stream", frame.encode()))
-                    if '@trade"' in frame[:40]:
-                        d = json.loads(frame)["data"]
-                        trades.append(
-                            StreamMessage(
-                                provider="binance",
-                                symbol=d["s"],
-                                kind="trade",
-                                ts_recv=ts,
-                                ts_event=d["T"] * 1_000_000,
-                                conn=0,
-                                seq=seq,
-                                idx=0,
-                                channel="trade",
-                                price=float(d["p"]),
-                                size=float(d["q"]),
-                                side="sell" if d["m"] else "buy",
-                                trade_id=d["t"],
-                            )
-                        )
-                seq += 1
-    return trades, raws
 
 
 class StatusLog:
