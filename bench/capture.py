@@ -46,7 +46,7 @@ async def capture(url: str, n: int, root: str) -> dict:
     async def stop_when_done() -> None:
         while True:
             f = daemon.stats.providers.get("binance")
-            if f is not None and f.frames >= n:
+            if f is not None and f.messages >= n:  # one trade per @trade frame
                 daemon.request_stop()
                 return
             await asyncio.sleep(0.02)

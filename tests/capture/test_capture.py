@@ -17,6 +17,7 @@ import pytest
 from wrdata.capture.config import CaptureConfig, ConfigError, Target, load_config, parse_targets
 from wrdata.capture.daemon import CaptureDaemon, shard
 from wrdata.capture.rebuild import RebuildError, rebuild
+from wrdata.capture.status import MetricsCollector
 from wrdata.channels import parse_channels
 from wrdata.sim.binance import BinanceSimulator
 from wrdata.storage import list_segments, read_table
@@ -179,6 +180,15 @@ async def test_metrics_endpoint_serves_the_figures(tmp_path):
     assert 'wrdata_frames_received_total{provider="binance"}' in body
     assert 'wrdata_connections{provider="binance"} 1.0' in body
     assert 'wrdata_rows_written_total{provider="binance",table="trades"}' in body
+    assert 'wrdata_messages_per_second{provider="binance"}' in body
+    # after the run, the counters equal what was recorded: every frame received, every trade
+    final = {(m.name, tuple(sorted(s.labels.items()))): s.value
+             for m in MetricsCollector(daemon.stats, daemon.writer).collect() for s in m.samples}  # by family name
+    raw = read_table(str(tmp_path), "raw")
+    frames_in = pc.sum(pc.equal(raw.column("direction").cast("string"), "in")).as_py()
+    assert frames_in > 100
+    assert final[("wrdata_frames_received", (("provider", "binance"),))] == frames_in
+    assert final[("wrdata_messages", (("provider", "binance"),))] >= read_table(str(tmp_path), "trades").num_rows
 
 
 async def test_workers_shard_symbols_over_processes(tmp_path):

@@ -85,6 +85,7 @@ class TableStats:
     write_errors: int = 0  # failed journal writes and seals
     dropped: int = 0  # rows dropped (memory budget, rejected input)
     rejected: int = 0  # rows that could not be converted (bad field types): logged, dropped
+    received: int = 0  # raw only: frames received (direction "in"), counted as the writer takes them or the budget drops them
     last_error: str | None = None
 
 
@@ -112,7 +113,7 @@ class StorageStats:
     def totals(self) -> TableStats:
         t = TableStats()
         for s in list(self.tables.values()):
-            for f in ("rows", "bytes_journal", "rows_sealed", "bytes_sealed", "files_sealed", "write_errors", "dropped", "rejected"):
+            for f in ("rows", "bytes_journal", "rows_sealed", "bytes_sealed", "files_sealed", "write_errors", "dropped", "rejected", "received"):
                 setattr(t, f, getattr(t, f) + getattr(s, f))
         return t
 
@@ -260,7 +261,7 @@ class DatasetWriter:
         self._out_bytes = 0  # written by the writer thread only
         self._wake_at = min(self.memory_budget, max(256 * 1024, min(self.memory_budget // 4, 64 * MiB)))
         self._woken = False
-        self._loop_drops: deque = deque()  # (provider, table, count, first_ts, last_ts) dropped by the event loop
+        self._loop_drops: deque = deque()  # (provider, table, count, first_ts, last_ts, frames in) dropped by the event loop
         self._evq: deque = deque()  # status events raised on the sealer thread
         self._accepting = True
         self._after_close = 0
@@ -359,20 +360,21 @@ class DatasetWriter:
                 break
             if isinstance(item, tuple):
                 freed += len(item[6]) + _RAW_EST
-                a = acc.setdefault((item[0], "raw"), [0, item[3], item[3]])
+                a = acc.setdefault((item[0], "raw"), [0, item[3], item[3], 0])
                 a[0] += 1
                 a[1] = min(a[1], item[3])
                 a[2] = max(a[2], item[3])
+                a[3] += item[4] == "in"
             else:
                 m = item
                 freed += _MSG_EST
-                a = acc.setdefault((m.provider, KIND_TABLE.get(m.kind, "events")), [0, m.ts_recv, m.ts_recv])
+                a = acc.setdefault((m.provider, KIND_TABLE.get(m.kind, "events")), [0, m.ts_recv, m.ts_recv, 0])
                 a[0] += 1
                 a[1] = min(a[1], m.ts_recv)
                 a[2] = max(a[2], m.ts_recv)
         self._in_bytes -= freed
-        for (p, t), (n, lo, hi) in acc.items():
-            self._loop_drops.append((p, t, n, lo, hi))
+        for (p, t), (n, lo, hi, n_in) in acc.items():
+            self._loop_drops.append((p, t, n, lo, hi, n_in))
 
     # ------------------------------------------------------------------------------------
     # lifecycle
@@ -641,12 +643,15 @@ class DatasetWriter:
                 )
             self._add(table, provider, self._convert(table, provider, msgs))
         for provider, rows in raw_groups.items():
+            self.stats.table(provider, "raw").received += [r[4] for r in rows].count("in")
             for chunk in _chunks_by_bytes(rows, _RAW_BATCH_BYTES):
                 self._add("raw", provider, self._convert("raw", provider, chunk))
         # drops made by the event loop
         while self._loop_drops:
-            p, t, n, lo, hi = self._loop_drops.popleft()
+            p, t, n, lo, hi, n_in = self._loop_drops.popleft()
             self._note_drop(p, t, n, lo, hi)
+            if n_in:
+                self.stats.table(p, t).received += n_in
         self._enforce_budget()
         self._write_backlog()
         self._check_rolls()
