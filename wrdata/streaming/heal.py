@@ -443,13 +443,22 @@ _AWAIT_END, _EDGE, _RUNNING, _DONE = range(4)
 class _Stream:
     """What was delivered on one (provider, symbol, channel), as far as healing needs."""
 
-    __slots__ = ("last_ts", "last_id", "recent", "jobs")
+    __slots__ = ("recent", "jobs")
 
     def __init__(self) -> None:
-        self.last_ts: int | None = None
-        self.last_id: int | None = None
         self.recent: deque[StreamMessage] = deque(maxlen=RECENT)
         self.jobs: list[_Job] = []
+
+    # looked up when a gap comes, not kept up to date per trade: the tap runs per frame
+    @property
+    def last_ts(self) -> int | None:
+        """``ts_event`` of the last trade delivered that has one."""
+        return next((t.ts_event for t in reversed(self.recent) if t.ts_event is not None), None)
+
+    @property
+    def last_id(self) -> int | None:
+        """``trade_id`` of the last trade delivered that has one."""
+        return next((t.trade_id for t in reversed(self.recent) if t.trade_id is not None), None)
 
 
 class _Job:
@@ -687,10 +696,6 @@ class Healer:
                     if st.jobs:
                         for job in list(st.jobs):
                             job.on_trade(m)
-                    if m.ts_event is not None:
-                        st.last_ts = m.ts_event
-                    if m.trade_id is not None:
-                        st.last_id = m.trade_id
                     st.recent.append(m)
                 elif k == "status" and m.status == "gap" and m.channel in HEAL_CHANNELS and m.symbol is not None:
                     ph.gap(m)
