@@ -6,17 +6,20 @@ process, pinned to one core, runs:
 
 - **capture**: wrdata's own ``CaptureDaemon`` (``wrdata capture binance:BTCUSDT
   --kinds trade --endpoint binance=<sender>``, status view off): runner, Binance
-  session, the capture figures tap and the ``DatasetWriter`` tap (raw frames and trades
-  journaled every second, zstd IPC, fdatasync), stopped once every frame is in, then
-  sealed to zstd Parquet as on SIGTERM. The rate is N over the time from the first
-  frame's ``ts_recv`` to the last file sealed, and per CPU second of the process (every
-  thread: event loop, writer, sealer);
+  session, the capture's taps (its figures, the healer, the ``DatasetWriter``: raw
+  frames and trades journaled every second, zstd IPC, fdatasync), stopped once every
+  frame is in, then sealed to zstd Parquet as on SIGTERM. The rate is N over the time
+  from the first frame's ``ts_recv`` to the last file sealed, and per CPU second of the
+  process (every thread: event loop, writer, sealer, Arrow's pool); run twice, with raw
+  sealed at the default zstd 9 and at ``--raw-level 1``;
 - **receive → parse**, the floor issue 3 measures against (its target: capture ≥ 50% of
   it): the same runner and session into a counting sink, nothing recorded;
 - **picows bare receive**, the transport floor.
 
 The writer's CPU share is the CPU of every thread but the event loop's (the writer and
-sealer threads) over the process's, for the capture run. Medians of ``--repeat``.
+sealer threads) over the process's, for the capture run; the split of a message's CPU
+between the event loop, the writer and the sealer comes from the storage stats'
+per-thread CPU (``wrdata_storage_cpu_seconds``). Medians of ``--repeat``.
 
     python -m bench.capture [--smoke|--quick] [--frames N] [--json FILE]
 """
@@ -34,12 +37,12 @@ from bench.common import Report, Sender, add_mode_args, header, median, pick, pi
 from bench.receive import run_picows, run_runner
 
 
-async def capture(url: str, n: int, root: str) -> dict:
+async def capture(url: str, n: int, root: str, raw_level: int = 9) -> dict:
     from wrdata.capture.config import CaptureConfig, StorageSettings, parse_targets
     from wrdata.capture.daemon import CaptureDaemon
 
     config = CaptureConfig(targets=parse_targets(["binance:BTCUSDT"], "trade"), root=root, endpoints={"binance": url},
-                           storage=StorageSettings())
+                           storage=StorageSettings(raw_level=raw_level))
     daemon = CaptureDaemon(config, status="none", validate=False, freeze_gc=True)  # as `wrdata capture` runs
     c0, l0 = process_cpu(), time.thread_time()  # the event loop runs on this thread
 
@@ -63,7 +66,9 @@ async def capture(url: str, n: int, root: str) -> dict:
     assert t.num_rows == n, (t.num_rows, n)
     first = t.column("ts_recv")[0].value
     cpu = c1 - c0
-    return {"wall": (end_ns - first) / 1e9, "cpu": cpu, "loop_cpu": l1 - l0, "trades": t.num_rows, "raw": raw.num_rows}
+    st = daemon.writer.stats
+    return {"wall": (end_ns - first) / 1e9, "cpu": cpu, "loop_cpu": l1 - l0, "writer_cpu": st.writer_cpu_s, "sealer_cpu": st.sealer_cpu_s,
+            "trades": t.num_rows, "raw": raw.num_rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,16 +93,17 @@ def main(argv: list[str] | None = None) -> None:
     scpu = None if cpu is None else 0
     print(f"# receiver pinned to CPU {cpu}, sender to the other" if cpu is not None else "# not pinned")
     rep = Report("capture", mode, f"{n:,} @trade frames per run, median of {repeat}")
-    res: dict[str, list] = {"bare": [], "parse": [], "capture": []}
+    res: dict[str, list] = {"bare": [], "parse": [], "capture": [], "capture_raw1": []}
     tmp = tempfile.mkdtemp(prefix="wrdata-bench-capture-")
     try:
         for r in range(repeat):
             with Sender(n, "trade", cpu=scpu) as s:
                 res["bare"].append(asyncio.run(run_picows(s.url, n)))
                 res["parse"].append(asyncio.run(run_runner(s.url, n, "picows", "trade")))
-                root = f"{tmp}/run{r}"
-                res["capture"].append(asyncio.run(capture(s.url, n, root)))
-                shutil.rmtree(root, ignore_errors=True)
+                for key, level in (("capture", 9), ("capture_raw1", 1)):
+                    root = f"{tmp}/run{r}-{level}"
+                    res[key].append(asyncio.run(capture(s.url, n, root, raw_level=level)))
+                    shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         unpin()
@@ -107,11 +113,20 @@ def main(argv: list[str] | None = None) -> None:
     cap_w = median([n / c["wall"] for c in caps])
     cap_c = median([n / c["cpu"] for c in caps])
     share = median([(c["cpu"] - c["loop_cpu"]) / c["cpu"] for c in caps])
+    fast_c = median([n / c["cpu"] for c in res["capture_raw1"]])
     print(f"  picows bare receive        {bare_w:>12,.0f} /s wall {bare_c:>12,.0f} /CPU-s")
-    print(f"  receive->parse (runner)    {parse_w:>12,.0f} /s wall {parse_c:>12,.0f} /CPU-s")
+    print(f"  receive->parse (runner)    {parse_w:>12,.0f} /s wall {parse_c:>12,.0f} /CPU-s  ({1e6 / parse_c:.2f} us per message)")
     print(f"  capture end to end         {cap_w:>12,.0f} /s wall {cap_c:>12,.0f} /CPU-s  (first frame -> last file sealed; "
           f"{caps[0]['trades']:,} trades and {caps[0]['raw']:,} raw rows sealed)")
     print(f"  storage threads' share of the capture's CPU: {share:.0%}")
+    # where a message's CPU goes (medians; "other" is Arrow's own pool threads, which
+    # compress and decompress IPC buffers for the writer and the sealer, and the rest)
+    for key, label in (("capture", "raw sealed at zstd 9 (default)"), ("capture_raw1", "raw sealed at zstd 1 (--raw-level 1)")):
+        cs = res[key]
+        us = {k: median([c[k] / n * 1e6 for c in cs]) for k in ("cpu", "loop_cpu", "writer_cpu", "sealer_cpu")}
+        other = us["cpu"] - us["loop_cpu"] - us["writer_cpu"] - us["sealer_cpu"]
+        print(f"  us per message, {label}: {us['cpu']:.2f} = event loop {us['loop_cpu']:.2f} + writer {us['writer_cpu']:.2f} "
+              f"+ sealer {us['sealer_cpu']:.2f} + other {other:.2f}")
     g = "capture"
     rep.add(g, "capture end to end, recording on (1 core, per CPU-s)", "msgs/CPU-s", cap_c, parse_c,
             "receive→parse without recording (runner + Binance session into a counting sink), same sender, same run",
@@ -120,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                  f"picows bare receive {bare_c:,.0f}/CPU-s")
     rep.add(g, "capture end to end, recording on (1 core, wall)", "msgs/s", cap_w, parse_w,
             "receive→parse without recording, per wall second, same run", target="≥ 50% of floor", met=cap_w >= 0.5 * parse_w)
+    rep.add(g, "capture end to end, raw sealed at zstd 1 (--raw-level 1; per CPU-s)", "msgs/CPU-s", fast_c, parse_c,
+            "receive→parse without recording, same run", target="≥ 50% of floor", met=fast_c >= 0.5 * parse_c,
+            note="raw frames ~9.1 B instead of ~7.8 B each (tests/storage/test_size.py): under 15% of frame bytes, over DESIGN.md's 8 B")
     rep.add(g, "capture: storage threads' share of the process CPU", "%", share * 100, None, "",
             note="writer (convert, journal, fdatasync) and sealer (Parquet) threads vs the whole capture process")
     rep.finish(args.json_out)

@@ -189,6 +189,8 @@ async def test_metrics_endpoint_serves_the_figures(tmp_path):
     assert frames_in > 100
     assert final[("wrdata_frames_received", (("provider", "binance"),))] == frames_in
     assert final[("wrdata_messages", (("provider", "binance"),))] >= read_table(str(tmp_path), "trades").num_rows
+    assert 0 < final[("wrdata_storage_cpu_seconds", (("thread", "writer"),))] < 60
+    assert 0 < final[("wrdata_storage_cpu_seconds", (("thread", "sealer"),))] < 60
 
 
 async def test_workers_shard_symbols_over_processes(tmp_path):
@@ -232,12 +234,16 @@ def test_config_parsing_and_errors(tmp_path, monkeypatch):
         'root = "/r"\nkinds = ["trade"]\n[providers.binance]\nsymbols = ["BTCUSDT"]\nkinds = ["trade", "book:20"]\n'
         'endpoint = "ws://127.0.0.1:1"\noptions = { lifetime = 60 }\n'
         '[providers.alpaca]\nsymbols = ["AAPL"]\ncredentials_env = { key = "MY_KEY", secret = "MY_SECRET" }\n'
-        "[storage]\nflush_interval = 0.5\n"
+        "[storage]\nflush_interval = 0.5\nraw_level = 1\n"
     )
     c = load_config(str(cfg))
+    assert c.storage.raw_level == 1
     assert c.root == "/r" and c.endpoints == {"binance": "ws://127.0.0.1:1"} and c.options == {"binance": {"lifetime": 60}}
     assert c.credentials == {"alpaca": {"key": "k1", "secret": "s1"}} and c.storage.flush_interval == 0.5
     assert [str(k) for k in c.targets[0].kinds] == ["trade", "book:20"]
+    cfg.write_text('[providers.binance]\nsymbols = ["BTCUSDT"]\n[storage]\nraw_level = 0\n')
+    with pytest.raises(ConfigError, match="raw_level must be a zstd level"):
+        load_config(str(cfg))
     cfg.write_text("root = [")
     with pytest.raises(ConfigError, match="bad TOML"):
         load_config(str(cfg))
@@ -255,6 +261,7 @@ def test_config_parsing_and_errors(tmp_path, monkeypatch):
         (["--config", "/nonexistent/c.toml"], "cannot read config"),
         ([], "nothing to capture"),
         (["BTCUSDT", "--workers", "0"], "--workers"),
+        (["BTCUSDT", "--raw-level", "0"], "--raw-level"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):

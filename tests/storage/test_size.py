@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 from storage_helpers import load_tape
 
 from wrdata.storage import list_sealed, read_messages, read_raw
@@ -50,3 +51,29 @@ def test_bytes_per_trade_on_the_tape(make_writer):
     whole = sum(f.size for f in list_sealed(w2.root, "raw")) / len(raw_trades)
     assert payload <= 8.0, payload
     assert whole <= 11.0, whole  # + ts_recv (~2.2 B: ns receive times are mostly entropy) and seq
+
+
+def test_raw_level_trades_bytes_for_cpu(make_writer, tmp_path):
+    # the capture's raw_level knob: zstd 1 is far cheaper to seal and stays well under
+    # issue 3's 15% of frame bytes, but misses the 8 B a frame that level 9 keeps
+    trades, raws = load_tape()
+    trade_seqs = {m.seq for m in trades}
+    raw_trades = [r for r in raws if r[2] in trade_seqs]
+    frame_bytes = sum(len(r[6]) for r in raw_trades)
+    payload = {}
+    for level in (1, 9):
+        w = make_writer(tmp_path / f"level{level}", compression_level={"raw": level}).start()
+        for r in raw_trades:
+            w.on_raw(*r)
+        w.close()
+        files = [f.path for f in list_sealed(w.root, "raw")]
+        payload[level] = column_bytes(files, "payload") / len(raw_trades)
+        assert [tuple(r)[:7] for r in read_raw(w.root)] == raw_trades  # byte for byte at any level
+    assert payload[9] <= 8.0 < payload[1], payload
+    assert payload[1] * len(raw_trades) < 0.15 * frame_bytes, payload
+
+
+def test_compression_level_is_checked_when_the_writer_is_made(make_writer):
+    for bad in ({"raw": 0}, {"raw": 23}, {"raws": 9}, 1.5):
+        with pytest.raises(ValueError, match="compression_level"):
+            make_writer(compression_level=bad)

@@ -36,11 +36,13 @@ def _fail(e: Exception) -> None:
 @click.option("--flush-interval", type=float, help="Seconds between journal flushes (default 1).")
 @click.option("--roll-interval", type=float, help="Seconds per sealed file (default 3600).")
 @click.option("--fsync", type=click.Choice(["flush", "seal", "never"]), help="When the journal is fsynced.")
+@click.option("--raw-level", type=click.IntRange(1, 22), help="zstd level of sealed raw frames (default 9; 1 costs "
+              "~1/7 the CPU for ~17% more bytes).")
 @click.option("--transport", type=click.Choice(["picows", "websockets"]), help="WebSocket client library.")
 @click.option("--no-heal", "no_heal", is_flag=True, help="Do not fill trade gaps from the venues' history APIs.")
 def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoints, workers, metrics_port, metrics_host,
-            status_mode, status_interval, writer_id, journal_dir, s3_endpoint, flush_interval, roll_interval, fsync, transport,
-            no_heal) -> None:
+            status_mode, status_interval, writer_id, journal_dir, s3_endpoint, flush_interval, roll_interval, fsync, raw_level,
+            transport, no_heal) -> None:
     """Record providers into rolling zstd Parquet, partitioned by provider and date.
 
     \b
@@ -67,7 +69,8 @@ def capture(targets, kinds, root, config_path, duration, endpoints, rest_endpoin
             config.storage.s3_endpoint = s3_endpoint
         # the store first: a missing bucket or wrong credentials is one line before anything runs
         open_root(config.root, config.storage.s3_endpoint or None)
-        for name, value in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("fsync", fsync)):
+        for name, value in (("flush_interval", flush_interval), ("roll_interval", roll_interval), ("fsync", fsync),
+                            ("raw_level", raw_level)):
             if value is not None:
                 setattr(config.storage, name, value)
         if no_heal:

@@ -110,6 +110,7 @@ class CaptureDaemon:
                 roll_interval=s.roll_interval,
                 roll_bytes=s.roll_bytes,
                 memory_budget=s.memory_budget,
+                compression_level={"raw": s.raw_level},
                 on_status=self.stats.on_storage_event,
                 loop=loop,
             ).start()

@@ -202,7 +202,10 @@ class MetricsCollector:
                 sealed.add_metric([p, table], t.files_sealed)
                 werr.add_metric([p, table], t.write_errors)
                 dropped.add_metric([p, table], t.dropped)
-            yield from (rows, written, sealed, werr, dropped)
+            cpu = CounterMetricFamily("wrdata_storage_cpu_seconds", "CPU seconds of the storage threads", labels=["thread"])
+            cpu.add_metric(["writer"], self.storage.stats.writer_cpu_s)
+            cpu.add_metric(["sealer"], self.storage.stats.sealer_cpu_s)
+            yield from (rows, written, sealed, werr, dropped, cpu)
         if self.hub is not None:
             ov = CounterMetricFamily("wrdata_consumer_overflows", "Times a consumer queue overflowed", labels=[])
             ov.add_metric([], self.hub.overflows)

@@ -102,6 +102,10 @@ class StorageStats:
     failing: bool = False  # journal writes or seals are currently failing
     last_flush_ns: int = 0
     last_error: str | None = None
+    # CPU seconds of the writer (convert, journal) and sealer (Parquet) threads; work that
+    # Arrow hands to its own thread pool (IPC compression) is not in them
+    writer_cpu_s: float = 0.0
+    sealer_cpu_s: float = 0.0
 
     def table(self, provider: str, table: str) -> TableStats:
         key = (provider, table)
@@ -132,6 +136,8 @@ class StorageStats:
                 "failing",
                 "last_flush_ns",
                 "last_error",
+                "writer_cpu_s",
+                "sealer_cpu_s",
             )
         }
         out["tables"] = {
@@ -244,8 +250,17 @@ class DatasetWriter:
         self.loop = loop
         if isinstance(compression_level, int) or compression_level is None:
             self._levels = {t: compression_level for t in PARQUET_DEFAULTS["compression_level"]}
+        elif not isinstance(compression_level, dict):
+            raise ValueError(f"compression_level must be a zstd level or {{table: level}}, got {compression_level!r}")
         else:
+            unknown = set(compression_level) - set(PARQUET_DEFAULTS["compression_level"])
+            if unknown:
+                raise ValueError(f"compression_level: unknown table(s) {sorted(unknown)}")
             self._levels = {t: compression_level.get(t) for t in PARQUET_DEFAULTS["compression_level"]}
+        for t, lv in self._levels.items():
+            # checked here, not when the first seal fails an hour from now
+            if lv is not None and (isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 22):
+                raise ValueError(f"compression_level of {t} must be a zstd level from 1 to 22, got {lv!r}")
         self.row_group_rows = row_group_rows
         self.retry_interval = float(retry_interval)
         self.recover = recover
@@ -555,11 +570,13 @@ class DatasetWriter:
             except Exception as e:  # noqa: BLE001 - the writer must survive its own bugs
                 log.exception("storage writer cycle failed")
                 self.stats.last_error = f"writer cycle: {e!r}"
+            self.stats.writer_cpu_s = time.thread_time()
             now = time.monotonic()
             if now >= next_flush:
                 next_flush = now + self.flush_interval
             if stopping:
                 self._shutdown_writer()
+                self.stats.writer_cpu_s = time.thread_time()
                 return
 
     def _shutdown_writer(self) -> None:
@@ -977,6 +994,7 @@ class DatasetWriter:
             for job in due:
                 if not self._seal_job(job):
                     retry.append(job)
+            self.stats.sealer_cpu_s = time.thread_time()
             if self._seal_stop.is_set():
                 with self._state_lock:
                     empty = not self._seal_q
