@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 
 from storage_helpers import T0, StatusLog, trade
 
@@ -145,8 +146,6 @@ def test_hung_writer_event_loop_drops_oldest_itself(make_writer):
     w.fs.fault = lambda op, path: block.wait() if op == "journal.write" else None
     w.start()
     w.on_messages([trade(0)])
-    import time
-
     time.sleep(0.1)  # the writer is now stuck inside a journal write
     for i in range(1, 3001):
         w.on_messages([trade(i, T0 + i * 1000)])
@@ -159,3 +158,21 @@ def test_hung_writer_event_loop_drops_oldest_itself(make_writer):
     assert dropped > 0 and len(got) + dropped == 3001
     gaps = [e for e in read_messages(w.root, "events") if e.status == "gap"]
     assert sum(e.dropped for e in gaps) == dropped
+
+
+def test_frames_received_counts_the_ones_the_budget_dropped(make_writer):
+    # the capture's frames-received figure comes from the writer: frames the memory
+    # budget drops were received all the same, and frames sent are not counted
+    block = threading.Event()
+    w = make_writer(memory_budget=100_000)
+    w.fs.fault = lambda op, path: block.wait() if op == "journal.write" else None
+    w.start()
+    w.on_raw("binance", 1, 0, T0, "out", "wss://x", b'{"method":"SUBSCRIBE"}')
+    time.sleep(0.1)  # the writer is now stuck inside a journal write
+    for i in range(1, 3001):
+        w.on_raw("binance", 1, i, T0 + i * 1000, "in", "wss://x", b"x" * 200)
+    block.set()
+    w.close()
+    st = w.stats.table("binance", "raw")
+    assert st.dropped > 0
+    assert st.received == 3000
