@@ -20,7 +20,7 @@ from wrdata.capture.rebuild import RebuildError, rebuild
 from wrdata.capture.status import MetricsCollector
 from wrdata.channels import parse_channels
 from wrdata.sim.binance import BinanceSimulator
-from wrdata.storage import list_segments, read_table
+from wrdata.storage import DatasetWriter, list_segments, read_table
 
 TABLES = ("trades", "quotes", "bars", "book", "events", "raw")
 
@@ -166,6 +166,35 @@ async def test_sigterm_seals_and_exits_zero(tmp_path):
     assert not list_segments(str(tmp_path / "_journal"), "raw")
     assert read_table(str(tmp_path), "trades").num_rows > 0
     assert b"final: binance" in err
+
+
+async def test_second_signal_exits_at_once_and_keeps_what_was_flushed(tmp_path):
+    import time
+
+    sim = BinanceSimulator(seed=5, rate=400)
+    async with sim:
+        p = await _run_capture_process(tmp_path, sim.url)
+        await sim.wait_for_connections(1, timeout=20)
+        await asyncio.sleep(1.5)  # several 0.2 s flushes
+        # a venue that answers no close frame keeps the first signal's orderly stop busy
+        # (up to 1 s per connection), so the second one comes in the middle of it
+        sim.stall_all()
+        p.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(p.communicate(), 30)
+        signalled_ns = time.time_ns()
+    assert p.returncode == 130, err.decode()[-2000:]
+    assert b"second signal: exiting now" in err
+    # what it flushed is in the journal or sealed; a writer started on the root seals the rest
+    await asyncio.to_thread(lambda: DatasetWriter(str(tmp_path)).start().close())
+    assert not list_segments(str(tmp_path / "_journal"), "trades")
+    trades = read_table(str(tmp_path), "trades")
+    assert trades.num_rows > 200
+    assert signalled_ns - pc.max(trades.column("ts_recv")).as_py().value < 1.0e9, "at most the last flush is lost"
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        ids = trades.filter(pc.equal(trades.column("symbol").cast("string"), sym)).column("trade_id").to_pylist()
+        assert ids == list(range(ids[0], ids[0] + len(ids))), "no trade missing or repeated before the cut"
 
 
 async def test_metrics_endpoint_serves_the_figures(tmp_path):
