@@ -1,4 +1,4 @@
-"""Disk failures: ENOSPC in a journal write and in a seal, and the memory budget."""
+"""Disk failures: ENOSPC (and EACCES) in a journal write and in a seal, and the memory budget."""
 
 from __future__ import annotations
 
@@ -7,23 +7,25 @@ import os
 import threading
 import time
 
+import pytest
 from storage_helpers import T0, StatusLog, trade
 
 from wrdata.storage import list_sealed, list_segments, read_messages, read_table
 
 
 class Faults:
-    """fs.fault hook: raise ENOSPC for the named operations while armed."""
+    """fs.fault hook: raise ``code`` (ENOSPC) for the named operations while armed."""
 
-    def __init__(self, *ops: str) -> None:
+    def __init__(self, *ops: str, code: int = errno.ENOSPC) -> None:
         self.ops = set(ops)
+        self.code = code
         self.armed = threading.Event()
         self.hits = 0
 
     def __call__(self, op: str, path: str) -> None:
         if self.armed.is_set() and op in self.ops:
             self.hits += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+            raise OSError(self.code, os.strerror(self.code), path)
 
 
 def visible_parquet(root):
@@ -33,10 +35,11 @@ def visible_parquet(root):
     return out
 
 
-def test_enospc_in_journal_write_loses_nothing_and_resumes(make_writer):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES], ids=["full-disk", "permissions"])
+def test_enospc_in_journal_write_loses_nothing_and_resumes(make_writer, code):
     log = StatusLog()
     w = make_writer(on_status=log)
-    faults = Faults("journal.write")
+    faults = Faults("journal.write", code=code)
     w.fs.fault = faults
     w.start()
     a = [trade(i) for i in range(100)]
@@ -52,7 +55,7 @@ def test_enospc_in_journal_write_loses_nothing_and_resumes(make_writer):
     st = w.stats
     assert st.failing and st.table("binance", "trades").write_errors >= 1 and st.backlog_bytes > 0
     (err,) = [e for e in log.of("error") if "trades" in e.reason]
-    assert "No space left" in err.reason and err.conn == -1
+    assert os.strerror(code) in err.reason and err.conn == -1
     # live streaming continues: the tap never blocks or raises
     c = [trade(i) for i in range(300, 400)]
     w.on_messages(c)
@@ -68,10 +71,11 @@ def test_enospc_in_journal_write_loses_nothing_and_resumes(make_writer):
     assert "error" in statuses and "healed" in statuses
 
 
-def test_enospc_during_seal_leaves_no_partial_file_and_retries(make_writer):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES], ids=["full-disk", "permissions"])
+def test_enospc_during_seal_leaves_no_partial_file_and_retries(make_writer, code):
     log = StatusLog()
     w = make_writer(on_status=log)
-    faults = Faults("seal.write")
+    faults = Faults("seal.write", code=code)
     w.fs.fault = faults
     w.start()
     ms = [trade(i) for i in range(1000)]
