@@ -16,6 +16,11 @@ process, pinned to one core, runs:
   it): the same runner and session into a counting sink, nothing recorded;
 - **picows bare receive**, the transport floor.
 
+**Codec work alone**: on the capture's own sealed rows, the CPU of the compiled work its
+storage cannot avoid (the zstd IPC journal written in ~1 s flushes and read back, the
+Parquet files with the seal's settings), with no Python per row: receive→parse plus that
+is the best ratio any capture with these codecs could reach on one core.
+
 The writer's CPU share is the CPU of every thread but the event loop's (the writer and
 sealer threads) over the process's, for the capture run; the split of a message's CPU
 between the event loop, the writer and the sealer comes from the storage stats'
@@ -71,6 +76,40 @@ async def capture(url: str, n: int, root: str, raw_level: int = 9) -> dict:
             "trades": t.num_rows, "raw": raw.num_rows}
 
 
+def codec_work(root: str, n: int, flush_rows: int) -> dict[str, float]:
+    """CPU µs per message of the compiled codec work alone that a capture of ``root``
+    needs, on its own sealed rows: the journal's zstd IPC, written and read back in
+    flushes of ``flush_rows``, and the Parquet files (the seal's settings). No Python
+    work per row is in it: it is what the storage costs if conversion and taps were free."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    from wrdata.storage import list_sealed
+    from wrdata.storage.journal import JOURNAL_CODEC_LEVEL
+    from wrdata.storage.schema import PARQUET_DEFAULTS, parquet_options
+
+    out = {}
+    for table in ("trades", "raw"):
+        files = list_sealed(root, table)
+        t = pa.concat_tables([pq.read_table(f.path) for f in files]).combine_chunks()
+        opts = ipc.IpcWriteOptions(compression=pa.Codec("zstd", JOURNAL_CODEC_LEVEL))
+        c0 = process_cpu()
+        buf = io.BytesIO()
+        with ipc.new_stream(buf, t.schema, options=opts) as w:
+            for b in t.to_batches(max_chunksize=flush_rows):
+                w.write_batch(b)
+        ipc.open_stream(buf.getvalue()).read_all()
+        c1 = process_cpu()
+        pq.write_table(t, io.BytesIO(), row_group_size=PARQUET_DEFAULTS["row_group_rows"], **parquet_options(table))
+        c2 = process_cpu()
+        out[f"{table}_journal"] = (c1 - c0) / n * 1e6
+        out[f"{table}_parquet"] = (c2 - c1) / n * 1e6
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_mode_args(ap)
@@ -93,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     scpu = None if cpu is None else 0
     print(f"# receiver pinned to CPU {cpu}, sender to the other" if cpu is not None else "# not pinned")
     rep = Report("capture", mode, f"{n:,} @trade frames per run, median of {repeat}")
-    res: dict[str, list] = {"bare": [], "parse": [], "capture": [], "capture_raw1": []}
+    res: dict[str, list] = {"bare": [], "parse": [], "capture": [], "capture_raw1": [], "codec": []}
     tmp = tempfile.mkdtemp(prefix="wrdata-bench-capture-")
     try:
         for r in range(repeat):
@@ -103,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                 for key, level in (("capture", 9), ("capture_raw1", 1)):
                     root = f"{tmp}/run{r}-{level}"
                     res[key].append(asyncio.run(capture(s.url, n, root, raw_level=level)))
+                    if key == "capture":
+                        res["codec"].append(codec_work(root, n, flush_rows=100_000))  # ~1 s of messages a flush
                     shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,6 +168,15 @@ def main(argv: list[str] | None = None) -> None:
         other = us["cpu"] - us["loop_cpu"] - us["writer_cpu"] - us["sealer_cpu"]
         print(f"  us per message, {label}: {us['cpu']:.2f} = event loop {us['loop_cpu']:.2f} + writer {us['writer_cpu']:.2f} "
               f"+ sealer {us['sealer_cpu']:.2f} + other {other:.2f}")
+    # the compiled codec work alone (zstd IPC journal written and read, zstd Parquet): what
+    # storage would cost with free conversion and taps, and so the best ratio possible
+    codec = {k: median([c[k] for c in res["codec"]]) for k in res["codec"][0]}
+    codec_us = sum(codec.values())
+    parse_us = 1e6 / parse_c
+    ceiling = parse_us / (parse_us + codec_us)
+    print(f"  codec work alone, us per message: {codec_us:.2f} = journal (zstd {codec['trades_journal'] + codec['raw_journal']:.2f}: "
+          f"trades {codec['trades_journal']:.2f}, raw {codec['raw_journal']:.2f}) + Parquet (trades {codec['trades_parquet']:.2f}, "
+          f"raw {codec['raw_parquet']:.2f}); with nothing else, capture would reach at most {ceiling:.0%} of receive->parse")
     g = "capture"
     rep.add(g, "capture end to end, recording on (1 core, per CPU-s)", "msgs/CPU-s", cap_c, parse_c,
             "receive→parse without recording (runner + Binance session into a counting sink), same sender, same run",
@@ -138,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     rep.add(g, "capture end to end, raw sealed at zstd 1 (--raw-level 1; per CPU-s)", "msgs/CPU-s", fast_c, parse_c,
             "receive→parse without recording, same run", target="≥ 50% of floor", met=fast_c >= 0.5 * parse_c,
             note="raw frames ~9.1 B instead of ~7.8 B each (tests/storage/test_size.py): under 15% of frame bytes, over DESIGN.md's 8 B")
+    rep.add(g, "capture ceiling: receive→parse + codec work alone (no Python per row)", "% of floor", ceiling * 100, None, "",
+            note=f"codec work {codec_us:.2f} µs per message: journal zstd IPC written and read "
+                 f"{codec['trades_journal'] + codec['raw_journal']:.2f}, Parquet trades {codec['trades_parquet']:.2f}, "
+                 f"raw frames at zstd 9 {codec['raw_parquet']:.2f}; receive→parse {parse_us:.2f}")
     rep.add(g, "capture: storage threads' share of the process CPU", "%", share * 100, None, "",
             note="writer (convert, journal, fdatasync) and sealer (Parquet) threads vs the whole capture process")
     rep.finish(args.json_out)
