@@ -73,6 +73,33 @@ def test_raw_level_trades_bytes_for_cpu(make_writer, tmp_path):
     assert payload[1] * len(raw_trades) < 0.15 * frame_bytes, payload
 
 
+def test_compaction_recompresses_raw_captured_at_level_1(make_writer, tmp_path):
+    # capture cheaply (--raw-level 1), compact the day later: the merged file is written at
+    # the default zstd 9, so the raw frames end at DESIGN.md's 8 B after all
+    from wrdata.storage.compact import compact_partition
+
+    trades, raws = load_tape()
+    trade_seqs = {m.seq for m in trades}
+    first_day = raws[0][3] // 86_400_000_000_000
+    # the tape's first UTC day (most of it): two hourly-like files to merge
+    raw_trades = [r for r in raws if r[2] in trade_seqs and r[3] // 86_400_000_000_000 == first_day]
+    w = make_writer(tmp_path / "cheap", compression_level={"raw": 1}).start()
+    half = len(raw_trades) // 2
+    for part in (raw_trades[:half], raw_trades[half:]):
+        for r in part:
+            w.on_raw(*r)
+        assert w.roll(30)
+    w.close()
+    before = list_sealed(w.root, "raw")
+    assert len(before) == 2 and len({f.date for f in before}) == 1
+    assert column_bytes([f.path for f in before], "payload") / len(raw_trades) > 8.0
+    compact_partition(w.root, "raw", "binance", before[0].date)
+    after = list_sealed(w.root, "raw")
+    assert len(after) == 1
+    assert column_bytes([f.path for f in after], "payload") / len(raw_trades) <= 8.0
+    assert [tuple(r)[:7] for r in read_raw(w.root)] == raw_trades
+
+
 def test_compression_level_is_checked_when_the_writer_is_made(make_writer):
     for bad in ({"raw": 0}, {"raw": 23}, {"raws": 9}, 1.5):
         with pytest.raises(ValueError, match="compression_level"):
