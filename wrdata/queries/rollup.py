@@ -423,12 +423,7 @@ def _build_one(con, sfs: StorageFS, provider: str, date: str, files: list[tuple[
         pw = None
         size = sfs.seal_commit(out, tmp, final, replace=True)
     except BaseException:
-        if pw is not None:
-            try:
-                pw.close()
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-        sfs.seal_abort(out, tmp)
+        sfs.seal_abort(out, tmp, pw)
         raise
     rows = sum(t.num_rows for t in tables)
     took = time.perf_counter() - t0

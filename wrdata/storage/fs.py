@@ -303,12 +303,16 @@ class StorageFS:
         self.fs.move(tmp, final)
         return size
 
-    def seal_abort(self, out: _FaultyOutput | None, tmp: str) -> None:
-        try:
-            if out is not None:
-                out.close()
-        except Exception:  # noqa: BLE001 - the original error is what matters
-            pass
+    def seal_abort(self, out: _FaultyOutput | None, tmp: str, writer=None) -> None:
+        """Give up a file opened with :meth:`seal_open`: close ``writer`` (the Parquet
+        writer over ``out``, if any) and ``out``, and remove ``tmp``. Never raises: the
+        error that made the caller give up is the one to report."""
+        for closable in (writer, out):
+            try:
+                if closable is not None:
+                    closable.close()
+            except Exception:  # noqa: BLE001 - the original error is what matters
+                pass
         try:
             if self.local:
                 os.remove(tmp)

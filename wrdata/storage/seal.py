@@ -211,12 +211,7 @@ def write_sealed(
         size = fs.seal_commit(out, tmp, final, replace=replace)
         out = None
     except BaseException:
-        if pw is not None:
-            try:
-                pw.close()
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
         if tmp is not None:
-            fs.seal_abort(out, tmp)
+            fs.seal_abort(out, tmp, pw)
         raise
     return final, rows, size
