@@ -57,3 +57,20 @@ def trades_of(msgs: list, symbol: str) -> list:
 
 def statuses(msgs: list, *codes: str) -> list:
     return [m for m in msgs if m.kind == "status" and m.status in codes]
+
+
+def check_tape(sim, symbol: str, trades: list, ts_unit_ns: int) -> tuple[int, int]:
+    """Healed trades (stream and backfill) against the simulator's tape: no id twice, none
+    missing, every field as the venue sends it (times at the venue's ``ts_unit_ns``
+    resolution). Returns (first id, last id)."""
+    ids = [t.trade_id for t in trades]
+    assert len(ids) == len(set(ids)), "no trade twice"
+    lo, hi = min(ids), max(ids)
+    assert sorted(ids) == list(range(lo, hi + 1)), "no trade missing"
+    tape = {t.trade_id: t for t in sim.market.trades(symbol)}
+    spec = sim.market.spec(symbol)
+    for t in trades:
+        src = tape[t.trade_id]
+        assert (t.price, t.size, t.ts_event) == (spec.price(src.price), spec.qty(src.qty), src.ts_ns // ts_unit_ns * ts_unit_ns)
+        assert t.side == ("sell" if src.buyer_maker else "buy")
+    return lo, hi

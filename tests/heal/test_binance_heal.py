@@ -11,7 +11,7 @@ from wrdata.capture.rebuild import rebuild
 from wrdata.sim.binance import BinanceSimulator
 from wrdata.storage import DatasetWriter, read_messages, read_raw, read_table
 
-from .helpers import consume, drain, heal_stream, outage, statuses, trades_of, wait_for
+from .helpers import check_tape, consume, drain, heal_stream, outage, statuses, trades_of, wait_for
 
 SYM = "BTCUSDT"
 
@@ -22,20 +22,6 @@ async def sim():
     async with s:
         yield s
 
-
-def check_tape(sim, trades) -> tuple[int, int]:
-    """Trades (stream and backfill) against the simulator's tape: (first id, last id)."""
-    ids = [t.trade_id for t in trades]
-    assert len(ids) == len(set(ids)), "no trade twice"
-    lo, hi = min(ids), max(ids)
-    assert sorted(ids) == list(range(lo, hi + 1)), "no trade missing"
-    tape = {t.trade_id: t for t in sim.market.trades(SYM)}
-    spec = sim.market.spec(SYM)
-    for t in trades:
-        src = tape[t.trade_id]
-        assert (t.price, t.size, t.ts_event) == (spec.price(src.price), spec.qty(src.qty), src.ts_ns // 1_000_000 * 1_000_000)
-        assert t.side == ("sell" if src.buyer_maker else "buy")
-    return lo, hi
 
 
 async def test_id_gap_and_disconnect_window_are_healed_exactly(sim, tmp_path):
@@ -59,7 +45,7 @@ async def test_id_gap_and_disconnect_window_are_healed_exactly(sim, tmp_path):
     msgs = drain(c)
     trades = trades_of(msgs, SYM)
     backfill = [t for t in trades if t.source == "backfill"]
-    lo, hi = check_tape(sim, trades)
+    lo, hi = check_tape(sim, SYM, trades, 1_000_000)
     withheld = sim.faults.withheld[SYM]
     assert set(withheld) <= {t.trade_id for t in backfill}, "the withheld trades came back from history"
     assert all(t.ts_fetched is not None and t.ts_fetched >= t.ts_event for t in backfill)
@@ -132,4 +118,4 @@ async def test_rate_limits_and_short_pages_are_honoured(sim):
     assert [s for _, _, s in hist[2:]] == [200] * 4, "pages of 3, 3, 3, 1 after the two refusals"
     limits = [q.split("limit=")[1] for _, q, _ in hist[2:]]
     assert limits == ["10", "7", "4", "1"], "each page asks only for the ids still missing"
-    check_tape(sim, trades_of(msgs, SYM))
+    check_tape(sim, SYM, trades_of(msgs, SYM), 1_000_000)

@@ -12,7 +12,7 @@ from wrdata.capture.rebuild import rebuild
 from wrdata.sim.kraken import KrakenSimulator
 from wrdata.storage import DatasetWriter, read_messages, read_table
 
-from .helpers import consume, drain, heal_stream, outage, statuses, trades_of, wait_for
+from .helpers import check_tape, consume, drain, heal_stream, outage, statuses, trades_of, wait_for
 
 SYM = "BTC/USD"
 
@@ -23,17 +23,6 @@ async def sim():
     async with s:
         yield s
 
-
-def check_tape(sim, trades) -> None:
-    ids = [t.trade_id for t in trades]
-    assert len(ids) == len(set(ids)), "no trade twice"
-    assert sorted(ids) == list(range(min(ids), max(ids) + 1)), "no trade missing"
-    tape = {t.trade_id: t for t in sim.market.trades(SYM)}
-    spec = sim.market.spec(SYM)
-    for t in trades:
-        src = tape[t.trade_id]
-        assert (t.price, t.size, t.ts_event) == (spec.price(src.price), spec.qty(src.qty), src.ts_ns // 1000 * 1000)
-        assert t.side == ("sell" if src.buyer_maker else "buy")
 
 
 async def test_id_gap_and_long_outage_are_healed_exactly(sim, tmp_path):
@@ -56,7 +45,7 @@ async def test_id_gap_and_long_outage_are_healed_exactly(sim, tmp_path):
         w.close()
     msgs = drain(c)
     trades = trades_of(msgs, SYM)
-    check_tape(sim, trades)
+    check_tape(sim, SYM, trades, 1_000)
     gaps = [g for g in statuses(msgs, "gap") if g.symbol == SYM]
     healed = [h for h in statuses(msgs, "healed") if h.symbol == SYM]
     assert not [e for e in statuses(msgs, "error") if e.symbol == SYM]
